@@ -1,0 +1,41 @@
+# Shale — every entry point a user or CI needs. `make demo` and `make test` do everything on
+# a fresh Debian 12 machine (they install what is missing first).
+
+SWIFT        ?= swift
+CONFIG       ?= debug
+BUILD_FLAGS  ?= -c $(CONFIG)
+BIN          := $(shell $(SWIFT) build $(BUILD_FLAGS) --show-bin-path 2>/dev/null)
+DEB_PACKAGES := libfuse3-dev fuse3 libpmem-dev liburing-dev libzstd-dev pkg-config
+BENCH_PACKAGES := fio
+DEMO_DIR     ?= /tmp/shale-demo
+
+.PHONY: all deps deps-bench build test demo bench clean
+
+all: build
+
+# Installs the Debian packages Shale builds against, only those missing (idempotent).
+deps:
+	@tools/install-deps $(DEB_PACKAGES)
+
+deps-bench: deps
+	@tools/install-deps $(BENCH_PACKAGES)
+
+build: deps
+	$(SWIFT) build $(BUILD_FLAGS)
+
+# Every test: unit, media (real libpmem and io_uring), format, and the CLI end to end.
+# The timeout keeps a wedged test from holding CI for its whole budget.
+test: deps
+	$(SWIFT) build $(BUILD_FLAGS)
+	timeout 1200 $(SWIFT) test $(BUILD_FLAGS)
+
+# Makes a default file system in $(DEMO_DIR) and shows its status.
+demo: build
+	@tools/demo "$(BIN)/shale" "$(DEMO_DIR)"
+
+# Benchmarks (release build, own package under tools/bench so tests never pay for it).
+bench: deps-bench
+	@tools/bench/run
+
+clean:
+	rm -rf .build tools/bench/.build

@@ -1,0 +1,42 @@
+// swift-tools-version:6.0
+// Shale: a cross-media file system. Targets follow the layers of docs/architecture.md,
+// bottom to top; a module imports only the ones below it.
+import PackageDescription
+
+let package = Package(
+    name: "Shale",
+    products: [
+        .executable(name: "shale", targets: ["shale"]),
+        .library(name: "ShaleMedia", targets: ["ShaleMedia"]),
+        .library(name: "ShaleFormat", targets: ["ShaleFormat"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
+    ],
+    targets: [
+        // C shims. Each exists for one reason, written in its module map or header.
+        .systemLibrary(name: "CPmem", pkgConfig: "libpmem",
+                       providers: [.apt(["libpmem-dev"])]),
+        .systemLibrary(name: "CURing", pkgConfig: "liburing",
+                       providers: [.apt(["liburing-dev"])]),
+        .systemLibrary(name: "CLinux"),
+        .target(name: "CCRC32C",
+                cSettings: [.unsafeFlags(["-O2"])]),
+
+        // Layer 1: media, the only code that touches storage.
+        .target(name: "ShaleMedia",
+                dependencies: ["CPmem", "CURing", "CLinux",
+                               .product(name: "SystemPackage", package: "swift-system")]),
+        // Layer 2: the on-media format, shared by every writer and reader.
+        .target(name: "ShaleFormat", dependencies: ["CCRC32C"]),
+        // Tools: the one CLI.
+        .executableTarget(name: "shale",
+                          dependencies: ["ShaleFormat", "ShaleMedia",
+                                         .product(name: "ArgumentParser", package: "swift-argument-parser")]),
+
+        .testTarget(name: "ShaleMediaTests", dependencies: ["ShaleMedia"]),
+        .testTarget(name: "ShaleFormatTests", dependencies: ["ShaleFormat"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,2 @@
+// Only what Shale's media layer calls: the libpmem API.
+#include <libpmem.h>

@@ -1,0 +1,121 @@
+// The real NVM region: a file or DAX device mapped with libpmem.
+//
+// On real persistent memory, and on a DRAM-backed emulation file (tmpfs, /dev/shm), stores
+// are made durable with CPU cache flushes (clwb/clflushopt + sfence through pmem_flush and
+// pmem_drain) and bulk copies with non-temporal stores (pmem_memcpy_persist): the path real
+// NVM needs, so the emulation costs what NVM would. libpmem reports is_pmem = 0 on tmpfs;
+// Shale recognises tmpfs itself instead of asking users to set PMEM_IS_PMEM_FORCE. On any
+// other file system the mapping is made durable with msync.
+
+import CLinux
+import CPmem
+import Glibc
+import SystemPackage
+
+public final class MappedPersistentMemory: PersistentMemory, @unchecked Sendable {
+    public let path: String
+    public let byteCount: Int
+    public let persistence: PersistenceKind
+    private let base: UnsafeMutableRawPointer
+    private let usesCPUFlush: Bool
+
+    public var baseAddress: UnsafeRawPointer { UnsafeRawPointer(base) }
+
+    /// Creates (or, unless `exclusive`, resizes) the file at `path` to `byteCount` bytes and
+    /// maps it. The file is sparse: emulated NVM costs memory only where it is written.
+    public static func create(path: String, byteCount: Int, exclusive: Bool = true) throws(MediaError) -> MappedPersistentMemory {
+        guard byteCount > 0 else {
+            throw MediaError(.invalidArgument, "creating NVM region \(path)", detail: "size must be positive")
+        }
+        var flags = Int32(PMEM_FILE_CREATE | PMEM_FILE_SPARSE)
+        if exclusive { flags |= Int32(PMEM_FILE_EXCL) }
+        return try MappedPersistentMemory(path: path, requestedBytes: byteCount, flags: flags,
+                                          operation: "creating NVM region \(path) (\(byteCount) bytes)")
+    }
+
+    /// Maps an existing file or DAX device whole.
+    public static func open(path: String) throws(MediaError) -> MappedPersistentMemory {
+        try MappedPersistentMemory(path: path, requestedBytes: 0, flags: 0, operation: "mapping NVM region \(path)")
+    }
+
+    private init(path: String, requestedBytes: Int, flags: Int32, operation: String) throws(MediaError) {
+        var mappedBytes = 0
+        var isPmem: Int32 = 0
+        guard let address = pmem_map_file(path, requestedBytes, flags, 0o600, &mappedBytes, &isPmem) else {
+            throw MediaError.current(operation, detail: pmem_errormsg().map { String(cString: $0) })
+        }
+        self.path = path
+        self.base = address
+        self.byteCount = mappedBytes
+        if isPmem != 0 {
+            persistence = .persistentMemory
+        } else if MappedPersistentMemory.isDRAMBacked(path) {
+            persistence = .emulatedOnDRAM
+        } else {
+            persistence = .fileSystemMsync
+        }
+        usesCPUFlush = persistence != .fileSystemMsync
+    }
+
+    deinit {
+        pmem_unmap(base, byteCount)
+    }
+
+    /// True when `path` lives on tmpfs or ramfs.
+    public static func isDRAMBacked(_ path: String) -> Bool {
+        var info = statfs()
+        guard statfs(path, &info) == 0 else { return false }
+        let tmpfsMagic: Int = 0x0102_1994
+        let ramfsMagic: Int = 0x8584_58f6
+        let type = Int(info.f_type)
+        return type == tmpfsMagic || type == ramfsMagic
+    }
+
+    @inline(__always)
+    public func store(_ source: UnsafeRawBufferPointer, at offset: Int) {
+        checkRange(offset, source.count)
+        guard let from = source.baseAddress else { return }
+        memcpy(base + offset, from, source.count)
+    }
+
+    @inline(__always)
+    public func storeWord(_ value: UInt64, at offset: Int) {
+        precondition(offset % 8 == 0, "storeWord needs an 8-byte aligned offset")
+        checkRange(offset, 8)
+        base.storeBytes(of: value.littleEndian, toByteOffset: offset, as: UInt64.self)
+    }
+
+    public func fill(_ byte: UInt8, at offset: Int, count: Int) {
+        checkRange(offset, count)
+        memset(base + offset, Int32(byte), count)
+    }
+
+    @inline(__always)
+    public func flush(offset: Int, count: Int) {
+        checkRange(offset, count)
+        if usesCPUFlush {
+            pmem_flush(base + offset, count)
+        } else {
+            // msync makes the pages durable before it returns: flush and fence in one.
+            _ = pmem_msync(base + offset, count)
+        }
+    }
+
+    @inline(__always)
+    public func fence() {
+        if usesCPUFlush { pmem_drain() }
+    }
+
+    @inline(__always)
+    public func storePersist(_ source: UnsafeRawBufferPointer, at offset: Int) {
+        checkRange(offset, source.count)
+        guard let from = source.baseAddress else { return }
+        if usesCPUFlush {
+            // Durability point: pmem_memcpy_persist returns after its own fence.
+            pmem_memcpy_persist(base + offset, from, source.count)
+        } else {
+            memcpy(base + offset, from, source.count)
+            _ = pmem_msync(base + offset, source.count)
+        }
+    }
+}

@@ -1,0 +1,59 @@
+import Testing
+@testable import ShaleFormat
+
+/// Known answers from RFC 3720 (iSCSI) appendix B.4 and the common "123456789" check value.
+struct CRC32CTests {
+    static let vectors: [([UInt8], UInt32)] = [
+        (Array("123456789".utf8), 0xE306_9283),
+        ([UInt8](repeating: 0, count: 32), 0x8A91_36AA),
+        ([UInt8](repeating: 0xFF, count: 32), 0x62A8_AB43),
+        ((0 ..< 32).map { UInt8($0) }, 0x46DD_794E),
+        ((0 ..< 32).map { UInt8(31 - $0) }, 0x113F_DB5C),
+        ([], 0),
+    ]
+
+    @Test func knownAnswersOnTheDispatchedPath() {
+        for (input, expected) in Self.vectors {
+            #expect(CRC32C.checksum(input) == expected, "input \(input)")
+        }
+    }
+
+    @Test func knownAnswersOnTheSoftwarePath() {
+        for (input, expected) in Self.vectors {
+            #expect(input.withUnsafeBytes { CRC32C.softwareChecksum($0) } == expected)
+        }
+    }
+
+    @Test func hardwareAndSoftwareAgreeAtEveryLengthAndAlignment() {
+        var generator = SplitMix(seed: 7)
+        let data = (0 ..< 600).map { _ in UInt8(truncatingIfNeeded: generator.next()) }
+        data.withUnsafeBytes { all in
+            for start in 0 ..< 9 {
+                for length in stride(from: 0, to: 580, by: 13) {
+                    let slice = UnsafeRawBufferPointer(rebasing: all[start ..< start + length])
+                    #expect(CRC32C.checksum(slice) == CRC32C.softwareChecksum(slice))
+                }
+            }
+        }
+    }
+
+    @Test func updateContinuesAChecksum() {
+        let a = Array("hello, ".utf8), b = Array("world".utf8)
+        let whole = CRC32C.checksum(a + b)
+        let continued = b.withUnsafeBytes { CRC32C.update(CRC32C.checksum(a), $0) }
+        #expect(continued == whole)
+    }
+}
+
+/// A tiny deterministic generator for test data.
+struct SplitMix {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
