@@ -70,6 +70,11 @@ extension PersistentMemory {
         return UnsafeRawBufferPointer(start: baseAddress + offset, count: count)
     }
 
+    /// Convenience: a store of a byte array (not durable until flushed and fenced).
+    public func store(_ bytes: [UInt8], at offset: Int) {
+        bytes.withUnsafeBytes { store($0, at: offset) }
+    }
+
     /// Convenience: store + flush + fence of a byte array.
     public func storePersist(_ bytes: [UInt8], at offset: Int) {
         bytes.withUnsafeBytes { storePersist($0, at: offset) }
