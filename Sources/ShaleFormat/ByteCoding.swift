@@ -1,0 +1,111 @@
+// Little-endian field coding for fixed-layout structures. Every on-media integer is
+// little-endian at the offset docs/format.md gives; writers and readers walk the fields in
+// the same order, and each structure's tests check the final offset against its size.
+
+/// Writes fields one after another into a fixed-size buffer.
+public struct FieldWriter {
+    public let buffer: UnsafeMutableRawBufferPointer
+    public private(set) var offset: Int
+
+    public init(_ buffer: UnsafeMutableRawBufferPointer, at offset: Int = 0) {
+        self.buffer = buffer
+        self.offset = offset
+    }
+
+    public mutating func put<T: FixedWidthInteger>(_ value: T) {
+        precondition(offset + MemoryLayout<T>.size <= buffer.count, "field beyond the structure")
+        buffer.storeBytes(of: value.littleEndian, toByteOffset: offset, as: T.self)
+        offset += MemoryLayout<T>.size
+    }
+
+    public mutating func put(bytes: [UInt8]) {
+        precondition(offset + bytes.count <= buffer.count, "field beyond the structure")
+        for (index, byte) in bytes.enumerated() { buffer[offset + index] = byte }
+        offset += bytes.count
+    }
+
+    /// A fixed-width text field: UTF-8, NUL-padded; the caller has checked the length.
+    public mutating func put(text: String, width: Int) {
+        let utf8 = Array(text.utf8.prefix(width))
+        put(bytes: utf8 + [UInt8](repeating: 0, count: width - utf8.count))
+    }
+
+    public mutating func skip(_ count: Int) {
+        precondition(offset + count <= buffer.count, "field beyond the structure")
+        offset += count
+    }
+
+    public mutating func seek(_ newOffset: Int) {
+        precondition(newOffset >= 0 && newOffset <= buffer.count)
+        offset = newOffset
+    }
+}
+
+/// Reads fields one after another from a buffer whose size the caller has checked.
+public struct FieldReader {
+    public let buffer: UnsafeRawBufferPointer
+    public private(set) var offset: Int
+
+    public init(_ buffer: UnsafeRawBufferPointer, at offset: Int = 0) {
+        self.buffer = buffer
+        self.offset = offset
+    }
+
+    public mutating func get<T: FixedWidthInteger>(_: T.Type = T.self) -> T {
+        precondition(offset + MemoryLayout<T>.size <= buffer.count, "field beyond the structure")
+        let value = T(littleEndian: buffer.loadUnaligned(fromByteOffset: offset, as: T.self))
+        offset += MemoryLayout<T>.size
+        return value
+    }
+
+    public mutating func bytes(_ count: Int) -> [UInt8] {
+        precondition(offset + count <= buffer.count, "field beyond the structure")
+        let result = Array(buffer[offset ..< offset + count])
+        offset += count
+        return result
+    }
+
+    /// A fixed-width NUL-padded text field; nil when it is not valid UTF-8.
+    public mutating func text(width: Int) -> String? {
+        let raw = bytes(width)
+        let used = raw.prefix { $0 != 0 }
+        return String(validating: used, as: UTF8.self)
+    }
+
+    public mutating func skip(_ count: Int) { offset += count }
+
+    public mutating func seek(_ newOffset: Int) { offset = newOffset }
+}
+
+/// Checksums of structures that carry their CRC32C inside themselves: the CRC field counts
+/// as zero. `seed` ties block-level structures to one volume (docs/format.md, "Checksums").
+public enum StructureChecksum {
+    public static func compute(_ bytes: UnsafeRawBufferPointer, crcOffset: Int, seed: UInt32 = 0) -> UInt32 {
+        precondition(crcOffset + 4 <= bytes.count)
+        var crc = CRC32C.update(seed, UnsafeRawBufferPointer(rebasing: bytes[0 ..< crcOffset]))
+        crc = withUnsafeBytes(of: UInt32(0)) { CRC32C.update(crc, $0) }
+        return CRC32C.update(crc, UnsafeRawBufferPointer(rebasing: bytes[(crcOffset + 4)...]))
+    }
+
+    /// Computes and stores the checksum of a freshly encoded structure.
+    public static func seal(_ bytes: UnsafeMutableRawBufferPointer, crcOffset: Int, seed: UInt32 = 0) {
+        let crc = compute(UnsafeRawBufferPointer(bytes), crcOffset: crcOffset, seed: seed)
+        bytes.storeBytes(of: crc.littleEndian, toByteOffset: crcOffset, as: UInt32.self)
+    }
+
+    /// Throws `checksumMismatch` unless the stored checksum matches.
+    public static func verify(_ bytes: UnsafeRawBufferPointer, crcOffset: Int, seed: UInt32 = 0,
+                              structure: String) throws(FormatError) {
+        let stored = UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: crcOffset, as: UInt32.self))
+        let computed = compute(bytes, crcOffset: crcOffset, seed: seed)
+        if stored != computed {
+            throw .checksumMismatch(structure: structure, stored: stored, computed: computed)
+        }
+    }
+}
+
+extension FormatError {
+    static func need(_ structure: String, _ needed: Int, _ buffer: UnsafeRawBufferPointer) throws(FormatError) {
+        if buffer.count < needed { throw .truncated(structure: structure, needed: needed, available: buffer.count) }
+    }
+}

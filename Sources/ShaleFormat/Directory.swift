@@ -1,0 +1,182 @@
+// Directories (docs/format.md "Directories"). A directory is a file of 4096-byte directory
+// blocks. A small directory is one leaf block at logical block 0. A large one is an
+// extendible hash: logical block 0 becomes the index root (global depth, counts), the
+// bucket pointer table occupies logical blocks from `DirectoryBlock.tableBase` (512 pointers
+// per block), and each bucket is a leaf block with its own local depth. Lookup is one hash,
+// one table read and one bucket read, whatever the size of the directory; a bucket whose
+// entries all share a hash prefix chains overflow blocks.
+//
+// Names are 1 to 255 bytes, any byte but '/' and NUL. Entries carry their hash, so splits
+// never rehash names.
+
+public struct DirectoryEntry: Equatable, Sendable {
+    public static let fixedBytes = 14
+    public static let bytesMax = 272
+
+    public var inode: UInt64
+    public var hash: UInt32
+    /// The file type as in dirent's d_type (DT_REG = 8, DT_DIR = 4, DT_LNK = 10, ...).
+    public var type: UInt8
+    public var name: [UInt8]
+
+    public init(inode: UInt64, hash: UInt32, type: UInt8, name: [UInt8]) {
+        self.inode = inode
+        self.hash = hash
+        self.type = type
+        self.name = name
+    }
+
+    /// Bytes the entry occupies in a block (8-byte aligned).
+    public var encodedBytes: Int { Self.encodedBytes(nameBytes: name.count) }
+
+    public static func encodedBytes(nameBytes: Int) -> Int { (fixedBytes + nameBytes + 7) / 8 * 8 }
+
+    /// Nil when `name` is a legal directory-entry name, otherwise why not.
+    public static func nameProblem(_ name: [UInt8]) -> String? {
+        if name.isEmpty { return "empty name" }
+        if name.count > Format.nameBytesMax { return "name of \(name.count) bytes exceeds \(Format.nameBytesMax)" }
+        if name.contains(0) || name.contains(UInt8(ascii: "/")) { return "name contains NUL or '/'" }
+        if name == [UInt8(ascii: ".")] || name == [UInt8(ascii: "."), UInt8(ascii: ".")] { return "'.' and '..' are not stored" }
+        return nil
+    }
+
+    /// The hash of a name in a directory: CRC32C seeded per volume and directory.
+    public static func hash(name: [UInt8], directory: UInt64, volumeSeed: UInt32) -> UInt32 {
+        let seed = volumeSeed ^ UInt32(truncatingIfNeeded: directory) ^ UInt32(truncatingIfNeeded: directory >> 32)
+        return name.withUnsafeBytes { CRC32C.update(seed, $0) }
+    }
+}
+
+public struct DirectoryBlock: Equatable, Sendable {
+    public static let encodedBytes = Format.blockBytes
+    public static let magic: UInt32 = 0x5249_4453  // "SDIR"
+    static let crcOffset = 4
+    public static let headerBytes = 64
+    public static let entryAreaBytes = encodedBytes - headerBytes
+    /// First logical block of the bucket pointer table of a hashed directory.
+    public static let tableBase: UInt64 = 1 << 40
+    public static let pointersPerTableBlock = encodedBytes / 8
+
+    /// What a block holds.
+    public enum Content: Equatable, Sendable {
+        /// Entries: a small directory's only block, a bucket, or an overflow block.
+        case leaf(localDepth: UInt8, hashPrefix: UInt32, overflowNext: UInt64, entries: [DirectoryEntry])
+        /// The root of a hashed directory.
+        case indexRoot(globalDepth: UInt8, entryCount: UInt64, bucketCount: UInt64)
+    }
+
+    public var directory: UInt64
+    public var logicalBlock: UInt64
+    public var content: Content
+
+    public init(directory: UInt64, logicalBlock: UInt64, content: Content) {
+        self.directory = directory
+        self.logicalBlock = logicalBlock
+        self.content = content
+    }
+
+    /// Bytes of entry area a set of entries uses.
+    public static func bytesUsed(_ entries: [DirectoryEntry]) -> Int {
+        entries.reduce(0) { $0 + $1.encodedBytes }
+    }
+
+    public func encode(seed: UInt32) -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: Self.encodedBytes)
+        bytes.withUnsafeMutableBytes { buffer in
+            var writer = FieldWriter(buffer)
+            writer.put(Self.magic)
+            writer.put(UInt32(0))
+            writer.put(directory)
+            writer.put(logicalBlock)
+            switch content {
+            case let .leaf(localDepth, hashPrefix, overflowNext, entries):
+                precondition(Self.bytesUsed(entries) <= Self.entryAreaBytes, "directory block overfull")
+                writer.put(UInt8(0))
+                writer.put(localDepth)
+                writer.put(UInt16(entries.count))
+                writer.put(hashPrefix)
+                writer.put(overflowNext)
+                writer.seek(Self.headerBytes)
+                for entry in entries {
+                    let start = writer.offset
+                    writer.put(entry.inode)
+                    writer.put(entry.hash)
+                    writer.put(entry.type)
+                    writer.put(UInt8(entry.name.count))
+                    writer.put(bytes: entry.name)
+                    writer.seek(start + entry.encodedBytes)
+                }
+            case let .indexRoot(globalDepth, entryCount, bucketCount):
+                writer.put(UInt8(1))
+                writer.seek(Self.headerBytes)
+                writer.put(globalDepth)
+                writer.skip(7)
+                writer.put(entryCount)
+                writer.put(bucketCount)
+            }
+            StructureChecksum.seal(buffer, crcOffset: Self.crcOffset, seed: seed)
+        }
+        return bytes
+    }
+
+    public static func decode(_ buffer: UnsafeRawBufferPointer, seed: UInt32, expectedDirectory: UInt64,
+                              expectedLogicalBlock: UInt64) throws(FormatError) -> DirectoryBlock {
+        let name = "directory \(expectedDirectory) block \(expectedLogicalBlock)"
+        try FormatError.need(name, encodedBytes, buffer)
+        let block = UnsafeRawBufferPointer(rebasing: buffer[0 ..< encodedBytes])
+        var reader = FieldReader(block)
+        let magic: UInt32 = reader.get()
+        guard magic == Self.magic else {
+            throw .badMagic(structure: name, found: withUnsafeBytes(of: magic.littleEndian) { Array($0) })
+        }
+        try StructureChecksum.verify(block, crcOffset: crcOffset, seed: seed, structure: name)
+        reader.skip(4)
+        let directory: UInt64 = reader.get()
+        let logical: UInt64 = reader.get()
+        guard directory == expectedDirectory, logical == expectedLogicalBlock else {
+            throw .invalidField(structure: name, field: "identity", reason: "holds directory \(directory) block \(logical)")
+        }
+        let kind: UInt8 = reader.get()
+        switch kind {
+        case 0:
+            let localDepth: UInt8 = reader.get()
+            let count = Int(reader.get(UInt16.self))
+            let prefix: UInt32 = reader.get()
+            let overflowNext: UInt64 = reader.get()
+            guard localDepth <= 32 else { throw .invalidField(structure: name, field: "local depth", reason: "\(localDepth)") }
+            reader.seek(headerBytes)
+            var entries: [DirectoryEntry] = []
+            for index in 0 ..< count {
+                guard reader.offset + DirectoryEntry.fixedBytes <= encodedBytes else {
+                    throw .invalidField(structure: name, field: "entry \(index)", reason: "beyond the block")
+                }
+                let start = reader.offset
+                let inode: UInt64 = reader.get()
+                let hash: UInt32 = reader.get()
+                let type: UInt8 = reader.get()
+                let length = Int(reader.get(UInt8.self))
+                guard start + DirectoryEntry.encodedBytes(nameBytes: length) <= encodedBytes else {
+                    throw .invalidField(structure: name, field: "entry \(index)", reason: "name runs past the block")
+                }
+                let entryName = reader.bytes(length)
+                if let problem = DirectoryEntry.nameProblem(entryName) {
+                    throw .invalidField(structure: name, field: "entry \(index) name", reason: problem)
+                }
+                guard inode != 0 else { throw .invalidField(structure: name, field: "entry \(index)", reason: "inode 0") }
+                entries.append(DirectoryEntry(inode: inode, hash: hash, type: type, name: entryName))
+                reader.seek(start + DirectoryEntry.encodedBytes(nameBytes: length))
+            }
+            return DirectoryBlock(directory: directory, logicalBlock: logical,
+                                  content: .leaf(localDepth: localDepth, hashPrefix: prefix, overflowNext: overflowNext, entries: entries))
+        case 1:
+            reader.seek(headerBytes)
+            let globalDepth: UInt8 = reader.get()
+            reader.skip(7)
+            guard globalDepth <= 32 else { throw .invalidField(structure: name, field: "global depth", reason: "\(globalDepth)") }
+            return DirectoryBlock(directory: directory, logicalBlock: logical,
+                                  content: .indexRoot(globalDepth: globalDepth, entryCount: reader.get(), bucketCount: reader.get()))
+        default:
+            throw .invalidField(structure: name, field: "kind", reason: "\(kind)")
+        }
+    }
+}

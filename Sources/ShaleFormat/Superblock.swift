@@ -1,0 +1,147 @@
+// The superblock: the root of a Shale file system, 4096 bytes, kept in two copies at NVM
+// offsets 0 and 4096 (docs/format.md "Superblock"). Every write bumps `generation`; a reader
+// takes the valid copy with the higher generation and repairs the other.
+//
+// Commit point of mkfs and of every superblock update: the persist of a copy whose checksum
+// verifies. Copies are written one at a time (B, persist, then A, persist), so a crash tears
+// at most one.
+
+public struct Superblock: Equatable, Sendable {
+    public static let encodedBytes = Format.blockBytes
+    public static let magic: [UInt8] = Array("SHALE".utf8) + [0] + Array("SB".utf8)
+    /// NVM byte offsets of the two copies.
+    public static let copyOffsets = [0, Format.blockBytes]
+    static let crcOffset = 12
+    static let deviceTableOffset = 512
+    public static let labelBytes = 64
+
+    public struct Flags: OptionSet, Sendable, Equatable {
+        public let rawValue: UInt32
+        public init(rawValue: UInt32) { self.rawValue = rawValue }
+        /// Mounted (or opened) and not yet closed cleanly: recovery runs at the next open.
+        public static let inUse = Flags(rawValue: 1 << 0)
+    }
+
+    public var formatVersion: UInt32 = Format.version
+    public var volumeID: VolumeID
+    public var generation: UInt64
+    public var createdSeconds: Int64
+    public var flags: Flags = []
+    public var rootInode: UInt64
+    public var label: String
+    public var layout: NVMLayout
+    /// Slot 0 is the NVM region itself; the others hold lower tiers or are empty (nil).
+    public var devices: [DeviceDescriptor?]
+
+    public init(volumeID: VolumeID, generation: UInt64, createdSeconds: Int64, rootInode: UInt64,
+                label: String, layout: NVMLayout, devices: [DeviceDescriptor?]) {
+        self.volumeID = volumeID
+        self.generation = generation
+        self.createdSeconds = createdSeconds
+        self.rootInode = rootInode
+        self.label = label
+        self.layout = layout
+        self.devices = devices + [DeviceDescriptor?](repeating: nil, count: max(0, Format.deviceSlots - devices.count))
+    }
+
+    /// The device of a tier, if the file system has one.
+    public func device(_ tier: Tier) -> DeviceDescriptor? {
+        devices.lazy.compactMap { $0 }.first { $0.tier == tier }
+    }
+
+    public func encode() -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: Self.encodedBytes)
+        bytes.withUnsafeMutableBytes { encode(into: $0) }
+        return bytes
+    }
+
+    public func encode(into buffer: UnsafeMutableRawBufferPointer) {
+        precondition(buffer.count >= Self.encodedBytes && devices.count == Format.deviceSlots)
+        let block = UnsafeMutableRawBufferPointer(rebasing: buffer[0 ..< Self.encodedBytes])
+        block.initializeMemory(as: UInt8.self, repeating: 0)
+        var writer = FieldWriter(block)
+        writer.put(bytes: Self.magic)
+        writer.put(formatVersion)
+        writer.put(UInt32(0))  // checksum, sealed below
+        writer.put(bytes: volumeID.bytes)
+        writer.put(generation)
+        writer.put(createdSeconds)
+        writer.put(UInt32(Format.blockBytes))
+        writer.put(flags.rawValue)
+        writer.put(UInt32(devices.compactMap { $0 }.count))
+        writer.put(UInt32(0))
+        writer.put(rootInode)
+        layout.encode(into: &writer)
+        writer.put(text: label, width: Self.labelBytes)
+        assert(writer.offset <= Self.deviceTableOffset)
+        writer.seek(Self.deviceTableOffset)
+        for slot in devices {
+            if let slot { slot.encode(into: &writer) } else { writer.skip(DeviceDescriptor.encodedBytes) }
+        }
+        StructureChecksum.seal(block, crcOffset: Self.crcOffset)
+    }
+
+    /// Validates everything a reader relies on; `nvmBytes` is the size of the region the
+    /// copy was read from, so that no offset can point outside it.
+    public static func decode(_ buffer: UnsafeRawBufferPointer, nvmBytes: UInt64) throws(FormatError) -> Superblock {
+        let name = "superblock"
+        try FormatError.need(name, encodedBytes, buffer)
+        let block = UnsafeRawBufferPointer(rebasing: buffer[0 ..< encodedBytes])
+        var reader = FieldReader(block)
+        let magic = reader.bytes(8)
+        guard magic == Self.magic else { throw .badMagic(structure: name, found: magic) }
+        let version: UInt32 = reader.get()
+        guard version == Format.version else {
+            throw .unsupportedVersion(structure: name, found: version, supported: Format.version)
+        }
+        try StructureChecksum.verify(block, crcOffset: crcOffset, structure: name)
+        reader.skip(4)
+        let volumeID = VolumeID(bytes: reader.bytes(16))
+        let generation: UInt64 = reader.get()
+        let created: Int64 = reader.get()
+        let blockBytes: UInt32 = reader.get()
+        guard blockBytes == UInt32(Format.blockBytes) else {
+            throw .invalidField(structure: name, field: "block size", reason: "\(blockBytes)")
+        }
+        let flags = Flags(rawValue: reader.get())
+        let deviceCount: UInt32 = reader.get()
+        reader.skip(4)
+        let rootInode: UInt64 = reader.get()
+        let layout = try NVMLayout.decode(from: &reader, nvmBytes: nvmBytes)
+        guard let label = reader.text(width: labelBytes) else {
+            throw .invalidField(structure: name, field: "label", reason: "not UTF-8")
+        }
+        reader.seek(deviceTableOffset)
+        var devices: [DeviceDescriptor?] = []
+        for _ in 0 ..< Format.deviceSlots { devices.append(try DeviceDescriptor.decode(from: &reader)) }
+        guard devices.compactMap({ $0 }).count == Int(deviceCount) else {
+            throw .invalidField(structure: name, field: "device count",
+                                reason: "says \(deviceCount), table holds \(devices.compactMap { $0 }.count)")
+        }
+        guard let nvm = devices[0], nvm.tier == .nvm, nvm.byteCount == nvmBytes else {
+            throw .invalidField(structure: name, field: "device table",
+                                reason: "slot 0 must describe this NVM region of \(nvmBytes) bytes")
+        }
+        for tier in Tier.allCases where devices.compactMap({ $0 }).filter({ $0.tier == tier }).count > 1 {
+            throw .invalidField(structure: name, field: "device table", reason: "two \(tier) devices")
+        }
+        for device in devices.compactMap({ $0 }) {
+            let end = device.bitmapOffset &+ device.bitmapBlocks &* UInt64(Format.blockBytes)
+            guard device.bitmapOffset >= layout.metadataStart, end <= layout.logAreaOffset,
+                  device.bitmapBlocks >= AllocatorBitmapBlock.blocksNeeded(for: device.dataBlocks) else {
+                throw .invalidField(structure: name, field: "\(device.tier) bitmap",
+                                    reason: "\(device.bitmapBlocks) blocks at \(device.bitmapOffset) outside the metadata area")
+            }
+        }
+        guard nvm.dataOffset >= layout.logAreaEnd else {
+            throw .invalidField(structure: name, field: "NVM data area", reason: "overlaps the log area")
+        }
+        guard rootInode >= 1, rootInode < layout.inodeCapacity else {
+            throw .invalidField(structure: name, field: "root inode", reason: "\(rootInode)")
+        }
+        var superblock = Superblock(volumeID: volumeID, generation: generation, createdSeconds: created,
+                                    rootInode: rootInode, label: label, layout: layout, devices: devices)
+        superblock.flags = flags
+        return superblock
+    }
+}
