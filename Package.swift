@@ -9,6 +9,7 @@ let package = Package(
         .executable(name: "shale", targets: ["shale"]),
         .library(name: "ShaleMedia", targets: ["ShaleMedia"]),
         .library(name: "ShaleFormat", targets: ["ShaleFormat"]),
+        .library(name: "KernFS", targets: ["KernFS"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -21,8 +22,7 @@ let package = Package(
         .systemLibrary(name: "CURing", pkgConfig: "liburing",
                        providers: [.apt(["liburing-dev"])]),
         .systemLibrary(name: "CLinux"),
-        .target(name: "CCRC32C",
-                cSettings: [.unsafeFlags(["-O2"])]),
+        .target(name: "CCRC32C"),
 
         // Layer 1: media, the only code that touches storage.
         .target(name: "ShaleMedia",
@@ -30,13 +30,17 @@ let package = Package(
                                .product(name: "SystemPackage", package: "swift-system")]),
         // Layer 2: the on-media format, shared by every writer and reader.
         .target(name: "ShaleFormat", dependencies: ["CCRC32C"]),
+        // Layer 4 (kernel role): owns the shared area; today formatting and opening a volume.
+        .target(name: "KernFS", dependencies: ["ShaleMedia", "ShaleFormat"]),
         // Tools: the one CLI.
         .executableTarget(name: "shale",
-                          dependencies: ["ShaleFormat", "ShaleMedia",
+                          dependencies: ["KernFS", "ShaleFormat", "ShaleMedia",
                                          .product(name: "ArgumentParser", package: "swift-argument-parser")]),
 
         .testTarget(name: "ShaleMediaTests", dependencies: ["ShaleMedia"]),
         .testTarget(name: "ShaleFormatTests", dependencies: ["ShaleFormat"]),
+        .testTarget(name: "KernFSTests", dependencies: ["KernFS", "ShaleFormat", "ShaleMedia"]),
+        .testTarget(name: "CLITests", dependencies: ["shale", "ShaleFormat"]),
     ],
     swiftLanguageModes: [.v6]
 )

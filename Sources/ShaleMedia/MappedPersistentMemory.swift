@@ -22,13 +22,17 @@ public final class MappedPersistentMemory: PersistentMemory, @unchecked Sendable
     public var baseAddress: UnsafeRawPointer { UnsafeRawPointer(base) }
 
     /// Creates (or, unless `exclusive`, resizes) the file at `path` to `byteCount` bytes and
-    /// maps it. The file is sparse: emulated NVM costs memory only where it is written.
-    public static func create(path: String, byteCount: Int, exclusive: Bool = true) throws(MediaError) -> MappedPersistentMemory {
+    /// maps it.
+    /// With `sparse: false` the file's space is reserved now (posix_fallocate), so a full
+    /// tmpfs is a clear ENOSPC here instead of SIGBUS at a later store.
+    public static func create(path: String, byteCount: Int, exclusive: Bool = true,
+                              sparse: Bool = false) throws(MediaError) -> MappedPersistentMemory {
         guard byteCount > 0 else {
             throw MediaError(.invalidArgument, "creating NVM region \(path)", detail: "size must be positive")
         }
-        var flags = Int32(PMEM_FILE_CREATE | PMEM_FILE_SPARSE)
+        var flags = Int32(PMEM_FILE_CREATE)
         if exclusive { flags |= Int32(PMEM_FILE_EXCL) }
+        if sparse { flags |= Int32(PMEM_FILE_SPARSE) }
         return try MappedPersistentMemory(path: path, requestedBytes: byteCount, flags: flags,
                                           operation: "creating NVM region \(path) (\(byteCount) bytes)")
     }

@@ -1,0 +1,77 @@
+// shale status: what a file system is, where its devices are, how full each tier is.
+
+import ArgumentParser
+import KernFS
+import ShaleFormat
+import ShaleMedia
+
+struct Status: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Show a file system's superblock, devices, free space and logs.",
+        discussion: """
+        Reads the volume offline. A damaged superblock copy is repaired from the other one \
+        and reported; if both copies are damaged, status says so and exits non-zero. \
+        Exits 1 when any problem is found.
+        """)
+
+    @Argument(help: "The volume directory (holding shale.volume), or the manifest itself.")
+    var volume: String
+
+    func run() throws {
+        let opened: OpenedVolume
+        do {
+            opened = try VolumeFiles.open(volume, repair: true)
+        } catch {
+            throw Output.fail("status", error.description)
+        }
+        let superblock = opened.volume.superblock
+        let report = opened.volume.spaceReport()
+        Output.line("Shale file system \(superblock.volumeID)")
+        let state = superblock.flags.contains(.inUse) ? "in use or not closed cleanly (recovery runs at next mount)" : "clean"
+        let copies = opened.volume.validCopies.count == 2 ? "copies A and B valid" : "only copy \(opened.volume.validCopies.joined()) valid"
+        let lines: [[String]] = [
+            ["label:", superblock.label.isEmpty ? "(none)" : superblock.label],
+            ["format:", "version \(superblock.formatVersion), \(Format.blockBytes)-byte blocks"],
+            ["created:", Output.utc(superblock.createdSeconds)],
+            ["state:", state + (opened.inUseElsewhere ? "; held by another shale process, read without repair" : "")],
+            ["superblock:", "\(copies), generation \(superblock.generation)"],
+            ["manifest:", opened.manifestPath],
+        ]
+        Output.table(lines).forEach { Output.line($0) }
+        for note in opened.volume.notes { Output.line("  repaired:    \(note)") }
+
+        Output.line()
+        Output.line("Devices:")
+        var rows = [["TIER", "SIZE", "DATA", "USED", "FREE", "USE%", "PATH"]]
+        for tier in report.tiers {
+            let block = UInt64(Format.blockBytes)
+            let percent = tier.dataBlocks == 0 ? 0 : (tier.usedBlocks * 1000 / tier.dataBlocks + 5) / 10
+            let path = opened.devicePaths.first { $0.tier == tier.tier }?.path ?? tier.pathHint
+            rows.append(["\(tier.tier)", ByteSize.format(tier.byteCount), ByteSize.format(tier.dataBlocks * block),
+                         ByteSize.format(tier.usedBlocks * block), ByteSize.format(tier.freeBlocks * block),
+                         "\(percent)%", path])
+        }
+        Output.table(rows).forEach { Output.line($0) }
+
+        let layout = superblock.layout
+        let attached = report.logRegions.filter { $0?.state == .attached }.count
+        let detached = report.logRegions.filter { $0?.state == .detached }.count
+        Output.line()
+        Output.line("NVM region: \(opened.volume.nvm.persistence.rawValue)")
+        let details: [[String]] = [
+            ["logs:", "\(layout.logRegionCount) × \(ByteSize.format(layout.logRegionBytes)), \(attached) attached, \(detached) awaiting digest"],
+            ["inodes:", "\(report.inodesUsed) in use, \(report.inodesAllocated) allocated in \(report.inodeChunksAllocated) chunk(s), capacity \(layout.inodeCapacity - 1)"],
+        ]
+        Output.table(details).forEach { Output.line($0) }
+        for tier in report.tiers where tier.tier != .nvm {
+            let mode = opened.ioModes[tier.tier] == .direct ? "O_DIRECT" : "buffered I/O"
+            Output.line("  \(tier.tier):         segments of \(ByteSize.format(tier.segmentBytes)), \(mode)")
+        }
+        if !report.problems.isEmpty {
+            Output.line()
+            Output.line("Problems (\(report.problems.count)):")
+            report.problems.forEach { Output.line("  \($0)") }
+            throw ExitCode(1)
+        }
+    }
+}
