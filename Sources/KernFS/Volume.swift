@@ -86,7 +86,7 @@ public final class Volume<NVM: PersistentMemory> {
         for given in lowerDevices where winner.1.device(given.tier) == nil {
             throw .deviceMismatch(path: given.name, reason: "the file system has no \(given.tier) tier")
         }
-        lowerDevices = devices
+        self.lowerDevices = devices
     }
 
     static func check(_ device: any BlockDevice, name: String, against descriptor: DeviceDescriptor, slot: Int,

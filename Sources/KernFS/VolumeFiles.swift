@@ -99,14 +99,16 @@ public enum VolumeFiles {
             previousNVMPath = previous.path(.nvm)
         }
         let nvmPath = HostFiles.absolute(request.nvmPath ?? previousNVMPath ?? "\(defaultNVMDirectory)/shale-\(shortID).nvm")
-        let nvmBytes = try request.nvmBytes ?? {
+        let nvmBytes: UInt64
+        if let requested = request.nvmBytes {
+            nvmBytes = requested
+        } else {
             let available = HostFiles.availableBytes(at: HostFiles.parentDirectory(of: nvmPath)) ?? 0
-            let bytes = MkfsDefaults.nvmBytes(physicalMemory: HostFiles.physicalMemoryBytes, shmAvailable: available)
-            guard bytes >= 64 * MkfsDefaults.mebibyte else {
-                throw VolumeError.invalidOption("only \(available) bytes free in \(HostFiles.parentDirectory(of: nvmPath)); give --nvm-size explicitly")
+            nvmBytes = MkfsDefaults.nvmBytes(physicalMemory: HostFiles.physicalMemoryBytes, shmAvailable: available)
+            guard nvmBytes >= 64 * MkfsDefaults.mebibyte else {
+                throw .invalidOption("only \(available) bytes free in \(HostFiles.parentDirectory(of: nvmPath)); give --nvm-size explicitly")
             }
-            return bytes
-        }()
+        }
         try validate(size: nvmBytes, name: "--nvm-size", alignment: UInt64(Format.blockBytes), minimum: 32 * MkfsDefaults.mebibyte)
         options.logRegionBytes = request.logRegionBytes ?? MkfsDefaults.logRegionBytes(nvmBytes: nvmBytes)
         try validate(size: options.logRegionBytes, name: "--log-size", alignment: UInt64(Format.blockBytes),
@@ -115,14 +117,16 @@ public enum VolumeFiles {
         var lowerPlans: [(tier: Tier, path: String, bytes: UInt64, segment: UInt64)] = []
         if !request.withoutSSD {
             let path = HostFiles.absolute(request.ssdPath ?? directory + "/ssd.img")
-            let bytes = try request.ssdBytes ?? sizeOfExistingBlockDevice(path) ?? MkfsDefaults.ssdBytes(diskAvailable: diskAvailable)
+            let existing = try sizeOfExistingBlockDevice(path)
+            let bytes = request.ssdBytes ?? existing ?? MkfsDefaults.ssdBytes(diskAvailable: diskAvailable)
             try validate(size: bytes, name: "--ssd-size", alignment: UInt64(Format.blockBytes), minimum: 16 * MkfsDefaults.mebibyte)
             try validate(size: request.ssdSegmentBytes, name: "--ssd-segment", alignment: UInt64(Format.blockBytes), minimum: 64 * 1024)
             lowerPlans.append((.ssd, path, bytes, request.ssdSegmentBytes))
         }
         if !request.withoutHDD {
             let path = HostFiles.absolute(request.hddPath ?? directory + "/hdd.img")
-            let bytes = try request.hddBytes ?? sizeOfExistingBlockDevice(path) ?? MkfsDefaults.hddBytes(diskAvailable: diskAvailable)
+            let existing = try sizeOfExistingBlockDevice(path)
+            let bytes = request.hddBytes ?? existing ?? MkfsDefaults.hddBytes(diskAvailable: diskAvailable)
             try validate(size: bytes, name: "--hdd-size", alignment: UInt64(Format.blockBytes), minimum: 16 * MkfsDefaults.mebibyte)
             try validate(size: request.hddSegmentBytes, name: "--hdd-segment", alignment: UInt64(Format.blockBytes), minimum: 64 * 1024)
             lowerPlans.append((.hdd, path, bytes, request.hddSegmentBytes))
@@ -137,10 +141,12 @@ public enum VolumeFiles {
 
         // Nothing is overwritten without --force; a volume in use is never overwritten.
         for path in allPaths { try checkOverwrite(path, force: request.force) }
+        // The old region stays locked until the new one is: no other shale process slips in.
         var existingLock: FileLock?
         if HostFiles.kind(of: nvmPath) != .missing {
             existingLock = try VolumeError.wrap { () throws(MediaError) in try FileLock(path: nvmPath, exclusive: true) }
         }
+        defer { withExtendedLifetime(existingLock) {} }
 
         // Create the media.
         if case .regular = HostFiles.kind(of: nvmPath) {
@@ -153,7 +159,6 @@ public enum VolumeFiles {
             return try MappedPersistentMemory.open(path: nvmPath)
         }
         let lock = try VolumeError.wrap { () throws(MediaError) in try FileLock(path: nvmPath, exclusive: true) }
-        existingLock = nil
         var lowerDevices: [LowerDevice] = []
         var deviceList: [(tier: Tier, path: String, ioMode: BlockIOMode)] = []
         for plan in lowerPlans {
@@ -182,7 +187,7 @@ public enum VolumeFiles {
         try VolumeError.wrap { () throws(MediaError) in
             try HostFiles.writeAtomically(manifestPath, contents: Array(manifest.encode().utf8))
         }
-        _ = lock
+        withExtendedLifetime(lock) {}
         return MkfsResult(superblock: superblock, manifestPath: manifestPath, nvmPath: nvmPath,
                           persistence: nvm.persistence, devices: [(Tier.nvm, nvmPath, BlockIOMode.direct)] + deviceList)
     }

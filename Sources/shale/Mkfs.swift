@@ -27,19 +27,19 @@ struct Mkfs: ParsableCommand {
     @Option(help: ArgumentHelp("NVM region: a file on a DRAM-backed file system, or a DAX device.", valueName: "path"))
     var nvm: String?
 
-    @Option(name: .customLong("nvm-size"), help: "Size of the NVM region.")
+    @Option(name: .customLong("nvm-size"), help: ArgumentHelp("Size of the NVM region.", valueName: "size"))
     var nvmSize: ByteSize?
 
     @Option(help: ArgumentHelp("SSD tier: a file or a block device.", valueName: "path"))
     var ssd: String?
 
-    @Option(name: .customLong("ssd-size"), help: "Size of the SSD tier (default: the whole block device, or 10 % of free disk).")
+    @Option(name: .customLong("ssd-size"), help: ArgumentHelp("Size of the SSD tier (default: the whole block device, or 10 % of free disk).", valueName: "size"))
     var ssdSize: ByteSize?
 
     @Option(help: ArgumentHelp("HDD tier: a file or a block device.", valueName: "path"))
     var hdd: String?
 
-    @Option(name: .customLong("hdd-size"), help: "Size of the HDD tier (default: the whole block device, or 25 % of free disk).")
+    @Option(name: .customLong("hdd-size"), help: ArgumentHelp("Size of the HDD tier (default: the whole block device, or 25 % of free disk).", valueName: "size"))
     var hddSize: ByteSize?
 
     @Flag(name: .customLong("no-ssd"), help: "Make no SSD tier.")
@@ -48,19 +48,19 @@ struct Mkfs: ParsableCommand {
     @Flag(name: .customLong("no-hdd"), help: "Make no HDD tier.")
     var noHDD = false
 
-    @Option(name: .customLong("ssd-segment"), help: "Segment size on the SSD tier.")
+    @Option(name: .customLong("ssd-segment"), help: ArgumentHelp("Segment size on the SSD tier.", valueName: "size"))
     var ssdSegment = ByteSize(bytes: 8 << 20)
 
-    @Option(name: .customLong("hdd-segment"), help: "Segment size on the HDD tier.")
+    @Option(name: .customLong("hdd-segment"), help: ArgumentHelp("Segment size on the HDD tier.", valueName: "size"))
     var hddSegment = ByteSize(bytes: 32 << 20)
 
-    @Option(name: .customLong("log-regions"), help: "Operation logs: how many processes can be attached at once (1-4096).")
+    @Option(name: .customLong("log-regions"), help: ArgumentHelp("Operation logs: how many processes can be attached at once (1-4096).", valueName: "count"))
     var logRegions: UInt32 = 16
 
-    @Option(name: .customLong("log-size"), help: "Size of each operation log (default: 1/64 of the NVM, 1 MiB to 64 MiB).")
+    @Option(name: .customLong("log-size"), help: ArgumentHelp("Size of each operation log (default: 1/64 of the NVM, 1 MiB to 64 MiB).", valueName: "size"))
     var logSize: ByteSize?
 
-    @Option(help: "A name for the file system (up to 64 bytes).")
+    @Option(help: ArgumentHelp("A name for the file system (up to 64 bytes).", valueName: "text"))
     var label = ""
 
     @Flag(help: "Overwrite an existing file system or non-empty device.")

@@ -53,20 +53,27 @@ struct Status: ParsableCommand {
         }
         Output.table(rows).forEach { Output.line($0) }
 
+        var media: [[String]] = []
+        for tier in report.tiers {
+            if tier.tier == .nvm {
+                media.append(["nvm:", opened.volume.nvm.persistence.rawValue])
+            } else {
+                let mode = opened.ioModes[tier.tier] == .direct ? "O_DIRECT" : "buffered I/O"
+                media.append(["\(tier.tier):", "segments of \(ByteSize.format(tier.segmentBytes)), \(mode) through io_uring"])
+            }
+        }
+        Output.table(media).forEach { Output.line($0) }
+
         let layout = superblock.layout
         let attached = report.logRegions.filter { $0?.state == .attached }.count
         let detached = report.logRegions.filter { $0?.state == .detached }.count
         Output.line()
-        Output.line("NVM region: \(opened.volume.nvm.persistence.rawValue)")
+        Output.line("Metadata:")
         let details: [[String]] = [
             ["logs:", "\(layout.logRegionCount) × \(ByteSize.format(layout.logRegionBytes)), \(attached) attached, \(detached) awaiting digest"],
             ["inodes:", "\(report.inodesUsed) in use, \(report.inodesAllocated) allocated in \(report.inodeChunksAllocated) chunk(s), capacity \(layout.inodeCapacity - 1)"],
         ]
         Output.table(details).forEach { Output.line($0) }
-        for tier in report.tiers where tier.tier != .nvm {
-            let mode = opened.ioModes[tier.tier] == .direct ? "O_DIRECT" : "buffered I/O"
-            Output.line("  \(tier.tier):         segments of \(ByteSize.format(tier.segmentBytes)), \(mode)")
-        }
         if !report.problems.isEmpty {
             Output.line()
             Output.line("Problems (\(report.problems.count)):")

@@ -79,7 +79,7 @@ struct MkfsStatusTests {
         (["--nvm-size", "12X"], "nvm-size"),
         (["--nvm-size", "-5M"], "nvm-size"),
         (["--nvm-size", "99999999999999999999"], "nvm-size"),
-        (["--nvm-size", "1000000"], "multiple of 4096"),
+        (["--nvm-size", "100000000"], "multiple of 4096"),
         (["--nvm-size", "16M"], "below the minimum"),
         (["--log-regions", "0"], "1 to 4096"),
         (["--log-size", "4M", "--log-regions", "64"], "too small"),
