@@ -47,11 +47,25 @@ public protocol BlockDevice: AnyObject {
     /// carried out entirely (short transfers are resumed) or the call throws; after a throw
     /// the requests may have been carried out in part.
     func perform(_ requests: [BlockRequest]) throws(MediaError)
+    /// Carries out `count` requests, keeping up to `queueDepth` in flight: `next(i)` is asked
+    /// for request i when there is room, and `completed(i)` says request i is done, so its
+    /// buffer may be reused. Requests may complete out of order. After an error no new request
+    /// starts; the call returns once those in flight are done, and throws.
+    func stream(count: Int, queueDepth: Int, next: (Int) -> BlockRequest, completed: (Int) -> Void) throws(MediaError)
     /// Makes every write that completed before this call durable.
     func flush() throws(MediaError)
 }
 
 extension BlockDevice {
+    /// One request at a time, in order: for devices without a queue of their own.
+    public func stream(count: Int, queueDepth: Int, next: (Int) -> BlockRequest,
+                       completed: (Int) -> Void) throws(MediaError) {
+        for index in 0 ..< count {
+            try perform([next(index)])
+            completed(index)
+        }
+    }
+
     public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws(MediaError) {
         try perform([BlockRequest(.read, offset: offset, buffer: buffer)])
     }

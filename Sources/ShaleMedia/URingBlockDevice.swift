@@ -169,7 +169,26 @@ public final class URingBlockDevice: BlockDevice, @unchecked Sendable {
         guard !requests.isEmpty else { return }
         let ring = try takeRing()
         defer { putBack(ring) }
-        try ring.run(requests, fd: fd)
+        var completedCount = 0
+        try ring.stream(count: requests.count, queueDepth: ringEntries, fd: fd, next: { requests[$0] },
+                        completed: { _ in completedCount += 1 })
+        // Completions were matched to requests by user_data: a mix-up would show here.
+        assert(completedCount == requests.count, "io_uring completions do not add up to the requests")
+    }
+
+    /// Keeps up to `queueDepth` requests in flight until `count` have been carried out (see
+    /// `BlockDevice.stream`). Each request is validated as it is produced; an invalid one
+    /// stops the stream with EINVAL after those already started complete.
+    public func stream(count: Int, queueDepth: Int, next: (Int) -> BlockRequest,
+                       completed: (Int) -> Void) throws(MediaError) {
+        guard count > 0 else { return }
+        let ring = try takeRing()
+        defer { putBack(ring) }
+        try ring.stream(count: count, queueDepth: queueDepth, fd: fd, next: { (index: Int) throws(MediaError) -> BlockRequest in
+            let request = next(index)
+            try self.validate(request, deviceName: self.path)
+            return request
+        }, completed: completed)
     }
 
     public func flush() throws(MediaError) {
@@ -265,37 +284,63 @@ final class Ring: @unchecked Sendable {
     /// Carries out every request: keeps up to `entries` submissions in flight (ring-sized
     /// waves, refilled as completions arrive), resumes short transfers, and on the first
     /// failure stops submitting, waits for everything in flight, then throws.
-    func run(_ requests: [BlockRequest], fd: Int32) throws(MediaError) {
-        var done = [Int](repeating: 0, count: requests.count)  // bytes transferred per request
-        // Requests waiting to be (re)submitted, FIFO.
-        var queue = Array(requests.indices)
-        var queueHead = 0
+    /// Carries out `count` requests keeping up to `queueDepth` in flight: `next(i)` is asked
+    /// for request i when there is room, `completed(i)` is told when request i has been
+    /// carried out entirely (short transfers are resumed, EINTR/EAGAIN retried). After the
+    /// first error no new request is started; those in flight are waited for, then it throws.
+    func stream(count: Int, queueDepth: Int, fd: Int32, next: (Int) throws(MediaError) -> BlockRequest,
+                completed: (Int) -> Void) throws(MediaError) {
+        let depth = max(1, min(queueDepth, entries))
+        // One ticket per in-flight request; user_data is the ticket. Plain buffers, allocated
+        // once per call: no copy-on-write checks on the per-request path.
+        let tickets = UnsafeMutableBufferPointer<Ticket>.allocate(capacity: depth)
+        tickets.initialize(repeating: Ticket())
+        let freeTickets = TicketStack(capacity: depth)
+        let resubmit = TicketStack(capacity: depth)  // tickets whose remainder must be submitted again
+        defer {
+            tickets.deallocate()
+            freeTickets.deallocate()
+            resubmit.deallocate()
+        }
+        for ticket in (0 ..< depth).reversed() { freeTickets.push(ticket) }
+        var started = 0
         var inFlight = 0
         var firstError: MediaError?
 
-        while inFlight > 0 || (firstError == nil && queueHead < queue.count) {
-            // Fill the ring. inFlight never exceeds `entries`, so the SQ always has room and
-            // the CQ (twice as large) cannot overflow.
-            while firstError == nil, queueHead < queue.count, inFlight < entries,
-                  let sqe = io_uring_get_sqe(ring) {
-                let index = queue[queueHead]
-                queueHead += 1
-                let request = requests[index]
-                let remaining = request.buffer.count - done[index]
+        while inFlight > 0 || firstError == nil && (started < count || !resubmit.isEmpty) {
+            // Fill the submission queue: remainders first, then new requests.
+            while firstError == nil, inFlight < depth {
+                let ticket: Int
+                if let again = resubmit.popLast() {
+                    ticket = again
+                } else if started < count, let fresh = freeTickets.popLast() {
+                    do {
+                        tickets[fresh] = Ticket(index: started, request: try next(started), done: 0)
+                    } catch {
+                        firstError = error
+                        freeTickets.push(fresh)
+                        break
+                    }
+                    started += 1
+                    ticket = fresh
+                } else {
+                    break
+                }
+                guard let sqe = io_uring_get_sqe(ring) else {
+                    resubmit.push(ticket)  // the queue is full: next round
+                    break
+                }
+                let state = tickets[ticket]
+                let remaining = state.request.buffer.count - state.done
                 let chunk = UInt32(min(remaining, URingBlockDevice.maxBytesPerSubmission))
-                let address = request.buffer.baseAddress.map { $0 + done[index] }
-                let offset = request.offset + UInt64(done[index])
-                switch request.operation {
+                let address = state.request.buffer.baseAddress.map { $0 + state.done }
+                let offset = state.request.offset + UInt64(state.done)
+                switch state.request.operation {
                 case .read: io_uring_prep_read(sqe, fd, address, chunk, offset)
                 case .write: io_uring_prep_write(sqe, fd, address, chunk, offset)
                 }
-                io_uring_sqe_set_data64(sqe, UInt64(index))
+                io_uring_sqe_set_data64(sqe, UInt64(ticket))
                 inFlight += 1
-            }
-            if queueHead == queue.count {
-                // Everything queued so far is submitted: reclaim the queue's storage.
-                queue.removeAll(keepingCapacity: true)
-                queueHead = 0
             }
 
             if let error = submitAndWait(inFlight: &inFlight) {
@@ -306,35 +351,70 @@ final class Ring: @unchecked Sendable {
             // Reap every completion that is ready.
             var cqe: UnsafeMutablePointer<io_uring_cqe>?
             while io_uring_peek_cqe(ring, &cqe) == 0, let completion = cqe {
-                let index = Int(io_uring_cqe_get_data64(completion))
+                let data = io_uring_cqe_get_data64(completion)
                 let result = completion.pointee.res
                 io_uring_cqe_seen(ring, completion)
                 inFlight -= 1
-
-                let request = requests[index]
+                let ticket = Int(data)
+                let state = tickets[ticket]
                 if result == -EINTR || result == -EAGAIN {
-                    queue.append(index)  // transient: submit the same remainder again
+                    resubmit.push(ticket)  // transient: submit the same remainder again
                 } else if result < 0 {
                     if firstError == nil {
-                        firstError = MediaError(Errno(rawValue: -result), describe(request, doneBytes: done[index]))
+                        firstError = MediaError(Errno(rawValue: -result), describe(state.request, doneBytes: state.done))
                     }
+                    freeTickets.push(ticket)
                 } else if result == 0 {
                     // No progress on a non-empty remainder: the file shrank under us (read at
                     // end of file) or the device refuses; retrying would loop forever.
                     if firstError == nil {
-                        firstError = MediaError(.ioError, describe(request, doneBytes: done[index]),
+                        firstError = MediaError(.ioError, describe(state.request, doneBytes: state.done),
                                                 detail: "the transfer made no progress (file shorter than the device?)")
                     }
+                    freeTickets.push(ticket)
                 } else {
-                    done[index] += Int(result)
-                    if done[index] < request.buffer.count { queue.append(index) }  // short: resume
+                    tickets[ticket].done += Int(result)
+                    if tickets[ticket].done < state.request.buffer.count {
+                        resubmit.push(ticket)  // short: resume
+                    } else {
+                        freeTickets.push(ticket)
+                        completed(state.index)
+                    }
                 }
             }
         }
         if let firstError { throw firstError }
-        // Completions were matched to requests by user_data: a mix-up would show here.
-        assert(requests.indices.allSatisfy { done[$0] == requests[$0].buffer.count },
-               "io_uring completions do not add up to the requests")
+    }
+
+    /// A fixed-capacity stack of ticket numbers.
+    private struct TicketStack {
+        let slots: UnsafeMutableBufferPointer<Int>
+        let countPointer: UnsafeMutablePointer<Int>
+        init(capacity: Int) {
+            slots = .allocate(capacity: capacity)
+            countPointer = .allocate(capacity: 1)
+            countPointer.initialize(to: 0)
+        }
+        var isEmpty: Bool { countPointer.pointee == 0 }
+        func push(_ ticket: Int) {
+            slots[countPointer.pointee] = ticket
+            countPointer.pointee += 1
+        }
+        func popLast() -> Int? {
+            guard countPointer.pointee > 0 else { return nil }
+            countPointer.pointee -= 1
+            return slots[countPointer.pointee]
+        }
+        func deallocate() {
+            slots.deallocate()
+            countPointer.deallocate()
+        }
+    }
+
+    private struct Ticket {
+        var index = 0
+        var request = BlockRequest(.read, offset: 0, buffer: UnsafeMutableRawBufferPointer(start: nil, count: 0))
+        var done = 0
     }
 
     /// fdatasync through the ring, so that it waits like any other I/O.

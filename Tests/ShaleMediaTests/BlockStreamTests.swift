@@ -1,0 +1,73 @@
+import Glibc
+import SystemPackage
+import Testing
+@testable import ShaleMedia
+
+/// `BlockDevice.stream`: a queue kept full, buffers handed back as requests complete.
+struct BlockStreamTests {
+    /// Writes `count` distinct blocks through a stream of depth 16 that reuses 16 buffer slots
+    /// only once `completed` frees them, then reads everything back in one batch.
+    func streamRoundTrip(_ device: any BlockDevice, count: Int) throws {
+        let depth = 16, blockBytes = 4096
+        let slots = AlignedBuffer(byteCount: depth * blockBytes)
+        var freeSlots = Array(0 ..< depth)
+        var slotOfRequest: [Int: Int] = [:]
+        var completedIndices: [Int] = []
+        var maxInFlight = 0
+        try device.stream(count: count, queueDepth: depth, next: { index in
+            let slot = freeSlots.removeLast()
+            slotOfRequest[index] = slot
+            maxInFlight = max(maxInFlight, slotOfRequest.count)
+            let buffer = slots.slice(slot * blockBytes, blockBytes)
+            buffer.initializeMemory(as: UInt8.self, repeating: UInt8(truncatingIfNeeded: index &* 37 &+ 1))
+            // Spread the writes over the device in a scrambled order.
+            let block = UInt64((index * 7919) % count)
+            return BlockRequest(.write, offset: block * UInt64(blockBytes), buffer: buffer)
+        }, completed: { index in
+            completedIndices.append(index)
+            freeSlots.append(slotOfRequest.removeValue(forKey: index)!)
+        })
+        #expect(completedIndices.sorted() == Array(0 ..< count), "every request completes exactly once")
+        #expect(maxInFlight <= depth)
+        #expect(slotOfRequest.isEmpty)
+
+        let readBack = AlignedBuffer(byteCount: count * blockBytes)
+        try device.read(into: readBack.bytes, at: 0)
+        for index in 0 ..< count {
+            let block = (index * 7919) % count
+            let expected = UInt8(truncatingIfNeeded: index &* 37 &+ 1)
+            let chunk = readBack.bytes[block * blockBytes ..< (block + 1) * blockBytes]
+            #expect(chunk.allSatisfy { $0 == expected }, "block \(block) from request \(index)")
+        }
+    }
+
+    @Test func streamKeepsTheQueueFullAndReusesFreedBuffersOnIoUring() throws {
+        let path = "/tmp/shale-stream-\(getpid())-\(UInt32.random(in: 0 ... .max)).img"
+        defer { unlink(path) }
+        let device = try URingBlockDevice.create(path: path, byteCount: 8 << 20)
+        try streamRoundTrip(device, count: 1000)
+    }
+
+    @Test func streamWorksOnTheSimulatedDevice() throws {
+        try streamRoundTrip(SimulatedBlockDevice(byteCount: 8 << 20), count: 500)
+    }
+
+    @Test func invalidRequestStopsTheStreamAfterThoseAlreadyStarted() throws {
+        let path = "/tmp/shale-stream-bad-\(getpid())-\(UInt32.random(in: 0 ... .max)).img"
+        defer { unlink(path) }
+        let device = try URingBlockDevice.create(path: path, byteCount: 1 << 20)
+        let buffer = AlignedBuffer(byteCount: 4096)
+        var completed = 0
+        do {
+            try device.stream(count: 100, queueDepth: 4, next: { index in
+                // Request 50 lies beyond the end of the device.
+                BlockRequest(.write, offset: index == 50 ? 1 << 30 : UInt64(index) * 4096, buffer: buffer.bytes)
+            }, completed: { _ in completed += 1 })
+            Issue.record("an out-of-range request was accepted")
+        } catch {
+            #expect(error.errno == .invalidArgument)
+            #expect(error.description.contains("beyond the end"))
+        }
+        #expect(completed == 50, "the requests before the bad one complete, none after it starts")
+    }
+}
