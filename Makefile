@@ -4,7 +4,7 @@
 SWIFT        ?= swift
 CONFIG       ?= debug
 BUILD_FLAGS  ?= -c $(CONFIG)
-BIN          := $(shell $(SWIFT) build $(BUILD_FLAGS) --show-bin-path 2>/dev/null)
+BIN           = $(shell $(SWIFT) build $(BUILD_FLAGS) --show-bin-path 2>/dev/null)
 DEB_PACKAGES := libfuse3-dev fuse3 libpmem-dev liburing-dev libzstd-dev pkg-config
 BENCH_PACKAGES := fio
 DEMO_DIR     ?= /tmp/shale-demo
