@@ -24,9 +24,15 @@ public struct FieldWriter {
         offset += bytes.count
     }
 
-    /// A fixed-width text field: UTF-8, NUL-padded; the caller has checked the length.
+    /// A fixed-width text field: UTF-8, NUL-padded. A longer text is cut to the field, never
+    /// inside a character's UTF-8 sequence, so that what is stored always reads back.
     public mutating func put(text: String, width: Int) {
-        let utf8 = Array(text.utf8.prefix(width))
+        var utf8 = Array(text.utf8)
+        if utf8.count > width {
+            var cut = width
+            while cut > 0 && utf8[cut] & 0xC0 == 0x80 { cut -= 1 }  // continuation byte: back off
+            utf8.removeSubrange(cut...)
+        }
         put(bytes: utf8 + [UInt8](repeating: 0, count: width - utf8.count))
     }
 

@@ -81,6 +81,11 @@ public struct DeviceDescriptor: Equatable, Sendable {
             throw .invalidField(structure: "device table", field: "block size",
                                 reason: "\(blockBytes) bytes; format \(Format.version) uses \(Format.blockBytes)")
         }
+        // On SSD and HDD, block 0 is the device header: data starts after it.
+        if tier != .nvm, entry.dataOffset < UInt64(Format.blockBytes) {
+            throw .invalidField(structure: "device table", field: "data area",
+                                reason: "data at \(entry.dataOffset) overlaps the \(tier) device header in block 0")
+        }
         let (dataBytes, overflow) = entry.dataBlocks.multipliedReportingOverflow(by: UInt64(blockBytes))
         if overflow || entry.dataOffset > entry.byteCount || dataBytes > entry.byteCount - entry.dataOffset {
             throw .invalidField(structure: "device table", field: "data area",

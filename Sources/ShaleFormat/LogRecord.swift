@@ -57,7 +57,8 @@ public struct LogRecordHeader: Equatable, Sendable {
     }
 
     /// Where the parts of a record that starts at `offset` lie (region-relative), and
-    /// where the next record starts. nil when the sizes overflow.
+    /// where the next record starts. Cannot overflow for any offset inside a region: the
+    /// sizes are 32-bit.
     public static func extent(at offset: UInt64, payloadBytes: UInt32, dataBytes: UInt32)
         -> (payloadOffset: UInt64, dataOffset: UInt64, end: UInt64) {
         let payloadOffset = offset + UInt64(encodedBytes)

@@ -24,6 +24,8 @@ public struct NVMLayout: Equatable, Sendable {
 
     public var metadataStart: UInt64 { UInt64(2 * Format.blockBytes) }
     public var logAreaEnd: UInt64 { logAreaOffset + UInt64(logRegionCount) * logRegionBytes }
+    /// End of the inode map; the allocator bitmaps lie between it and the log area.
+    public var inodeMapEnd: UInt64 { inodeMapOffset + inodeMapEntries * 8 }
     public var inodeCapacity: UInt64 { inodeMapEntries * UInt64(inodesPerChunk) }
     public var inodeChunkBytes: UInt64 { UInt64(inodesPerChunk) * UInt64(inodeBytes) }
 
@@ -90,10 +92,16 @@ public struct NVMLayout: Equatable, Sendable {
             throw fail("log region size", "\(logRegionBytes)")
         }
         guard inodeMapEntries >= 1, inodeMapEntries <= (1 << 40) else { throw fail("inode map", "\(inodeMapEntries) entries") }
-        let logTableEnd = logTableOffset + UInt64(logRegionCount) * 2 * UInt64(LogRegionDescriptor.encodedBytes)
-        let mapEnd = inodeMapOffset + inodeMapEntries * 8
+        guard !inodeMapEntries.multipliedReportingOverflow(by: UInt64(inodesPerChunk)).overflow else {
+            throw fail("inode map", "\(inodeMapEntries) chunks of \(inodesPerChunk) inodes overflow 64 bits")
+        }
+        // Offsets come from the media: every sum is checked, a wrap is a bad layout.
+        let (logTableEnd, tableOverflow) = logTableOffset.addingReportingOverflow(
+            UInt64(logRegionCount) * 2 * UInt64(LogRegionDescriptor.encodedBytes))
+        let (mapEnd, mapOverflow) = inodeMapOffset.addingReportingOverflow(inodeMapEntries * 8)
         let (logAreaBytes, overflow) = UInt64(logRegionCount).multipliedReportingOverflow(by: logRegionBytes)
         guard !overflow else { throw fail("log area", "overflows") }
+        guard !tableOverflow, !mapOverflow else { throw fail("regions", "beyond the \(nvmBytes)-byte NVM region") }
         for (field, offset) in [("log table", logTableOffset), ("inode map", inodeMapOffset), ("log area", logAreaOffset)]
             where offset % block != 0 {
             throw fail(field, "offset \(offset) is not block-aligned")

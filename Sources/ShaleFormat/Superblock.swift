@@ -125,13 +125,23 @@ public struct Superblock: Equatable, Sendable {
         for tier in Tier.allCases where devices.compactMap({ $0 }).filter({ $0.tier == tier }).count > 1 {
             throw .invalidField(structure: name, field: "device table", reason: "two \(tier) devices")
         }
+        // Bitmaps: whole blocks between the inode map and the log area, one per tier, disjoint.
+        var bitmaps: [Range<UInt64>] = []
         for device in devices.compactMap({ $0 }) {
-            let end = device.bitmapOffset &+ device.bitmapBlocks &* UInt64(Format.blockBytes)
-            guard device.bitmapOffset >= layout.metadataStart, end <= layout.logAreaOffset,
+            let (bytes, overflow) = device.bitmapBlocks.multipliedReportingOverflow(by: UInt64(Format.blockBytes))
+            let (end, endOverflow) = device.bitmapOffset.addingReportingOverflow(bytes)
+            guard !overflow, !endOverflow, device.bitmapOffset % UInt64(Format.blockBytes) == 0,
+                  device.bitmapOffset >= layout.inodeMapEnd, end <= layout.logAreaOffset,
                   device.bitmapBlocks >= AllocatorBitmapBlock.blocksNeeded(for: device.dataBlocks) else {
                 throw .invalidField(structure: name, field: "\(device.tier) bitmap",
-                                    reason: "\(device.bitmapBlocks) blocks at \(device.bitmapOffset) outside the metadata area")
+                                    reason: "\(device.bitmapBlocks) blocks at \(device.bitmapOffset) outside the bitmap area")
             }
+            let range = device.bitmapOffset ..< end
+            guard !bitmaps.contains(where: { $0.overlaps(range) }) else {
+                throw .invalidField(structure: name, field: "\(device.tier) bitmap",
+                                    reason: "\(device.bitmapBlocks) blocks at \(device.bitmapOffset) overlap another bitmap")
+            }
+            bitmaps.append(range)
         }
         guard nvm.dataOffset >= layout.logAreaEnd else {
             throw .invalidField(structure: name, field: "NVM data area", reason: "overlaps the log area")

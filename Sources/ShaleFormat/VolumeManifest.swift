@@ -44,7 +44,9 @@ public struct VolumeManifest: Equatable, Sendable {
         var version: UInt32?
         var volumeID: VolumeID?
         var devices: [(tier: Tier, path: String)] = []
-        for (number, rawLine) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+        // "\r\n" is one Character in Swift: split on it too, or a CRLF file is one long line.
+        let lines = text.split(omittingEmptySubsequences: false) { $0 == "\n" || $0 == "\r\n" }
+        for (number, rawLine) in lines.enumerated() {
             let line = rawLine.trimmingSpaces
             if line.isEmpty || line.hasPrefix("#") { continue }
             guard let equals = line.firstIndex(of: "=") else {
