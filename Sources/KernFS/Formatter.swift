@@ -23,6 +23,7 @@ public struct FormatOptions: Sendable {
     /// Seconds since the epoch stamped on the superblock and the root directory.
     public var nowSeconds: Int64 = 0
     public var volumeID: VolumeID = .random()
+    public var directoryHashKey: DirectoryHashKey = .random()
 
     public init() {}
 }
@@ -127,7 +128,8 @@ public enum Formatter {
 
         // 3. Commit point.
         let superblock = Superblock(volumeID: options.volumeID, generation: 1, createdSeconds: options.nowSeconds,
-                                    rootInode: rootInode, label: options.label, layout: layout,
+                                    rootInode: rootInode, label: options.label,
+                                    directoryHashKey: options.directoryHashKey, layout: layout,
                                     devices: planned.devices.map { Optional($0) })
         let encoded = superblock.encode()
         for copy in Superblock.copyOffsets.reversed() {

@@ -109,6 +109,10 @@ public final class Volume<NVM: PersistentMemory> {
         guard header.tier == descriptor.tier, Int(header.slot) == slot else {
             throw .deviceMismatch(path: name, reason: "is this file system's \(header.tier) device, given as its \(descriptor.tier) device (swapped?)")
         }
+        guard header.dataOffset == descriptor.dataOffset, header.segmentBytes == descriptor.segmentBytes else {
+            throw .deviceMismatch(path: name, reason: "its header disagrees with the superblock about its layout "
+                + "(data at \(header.dataOffset), segments of \(header.segmentBytes); expected \(descriptor.dataOffset), \(descriptor.segmentBytes))")
+        }
         guard header.byteCount == descriptor.byteCount, device.byteCount >= descriptor.byteCount else {
             throw .deviceMismatch(path: name,
                                   reason: "holds \(device.byteCount) bytes; the file system expects \(descriptor.byteCount) (truncated or resized?)")

@@ -53,10 +53,14 @@ public struct DeviceHeader: Equatable, Sendable {
         let magic = reader.bytes(8)
         guard magic == Self.magic else { throw .badMagic(structure: name, found: magic) }
         let version: UInt32 = reader.get()
+        // The checksum is verified first: a bit flip in the version field is damage (the other
+        // copy repairs it), not a newer format. Magic, version and the CRC32C at byte 12 over
+        // the whole block are frozen across format versions, so a real newer volume verifies
+        // and is refused as such.
+        try StructureChecksum.verify(block, crcOffset: crcOffset, structure: name)
         guard version == Format.version else {
             throw .unsupportedVersion(structure: name, found: version, supported: Format.version)
         }
-        try StructureChecksum.verify(block, crcOffset: crcOffset, structure: name)
         reader.skip(4)
         let volumeID = VolumeID(bytes: reader.bytes(16))
         let rawTier: UInt8 = reader.get()

@@ -4,7 +4,8 @@
 // bucket pointer table occupies logical blocks from `DirectoryBlock.tableBase` (512 pointers
 // per block), and each bucket is a leaf block with its own local depth. Lookup is one hash,
 // one table read and one bucket read, whatever the size of the directory; a bucket whose
-// entries all share a hash prefix chains overflow blocks.
+// entries all share a hash prefix chains overflow blocks. The hash is keyed (SipHash-2-4 with
+// a secret per-volume key), so no one can choose names that collide.
 //
 // Names are 1 to 255 bytes, any byte but '/' and NUL. Entries carry their hash, so splits
 // never rehash names.
@@ -40,10 +41,11 @@ public struct DirectoryEntry: Equatable, Sendable {
         return nil
     }
 
-    /// The hash of a name in a directory: CRC32C seeded per volume and directory.
-    public static func hash(name: [UInt8], directory: UInt64, volumeSeed: UInt32) -> UInt32 {
-        let seed = volumeSeed ^ UInt32(truncatingIfNeeded: directory) ^ UInt32(truncatingIfNeeded: directory >> 32)
-        return name.withUnsafeBytes { CRC32C.update(seed, $0) }
+    /// The hash of a name in a directory: SipHash-2-4 under the volume's directory hash key
+    /// with the directory's inode number mixed into it, truncated to 32 bits (DirectoryHash.swift).
+    public static func hash(name: [UInt8], directory: UInt64, key: DirectoryHashKey) -> UInt32 {
+        let full = name.withUnsafeBytes { SipHash.hash24(k0: key.k0 ^ directory, k1: key.k1, $0) }
+        return UInt32(truncatingIfNeeded: full ^ (full >> 32))
     }
 }
 

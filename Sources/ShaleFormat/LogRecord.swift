@@ -8,7 +8,7 @@
 // Commit point: the fence after the header, payload and data have been stored and flushed.
 // A record is committed iff its header checksum verifies, it carries the region's epoch and
 // the next expected sequence number, it fits in the region, and its body checksum (payload
-// then data) verifies. Both checksums are seeded with the volume's checksum seed. A torn
+// then data) verifies. Both checksums are seeded with the region's record seed. A torn
 // record fails one of these, so it can never read as committed.
 
 public enum LogRecordType: UInt16, Sendable, CaseIterable {
@@ -68,6 +68,18 @@ public struct LogRecordHeader: Equatable, Sendable {
         }
         let dataOffset = align(payloadEnd, dataAlignment)
         return (payloadOffset, dataOffset, align(dataOffset + UInt64(dataBytes), recordAlignment))
+    }
+
+    /// The checksum seed of every record of one log region in one epoch: the volume's seed
+    /// continued over the region's index and its full 64-bit epoch. A record copied into
+    /// another region, or left by an earlier owner of this one, never verifies.
+    public static func recordSeed(volumeSeed: UInt32, region: UInt32, epoch: UInt64) -> UInt32 {
+        var bytes = [UInt8](repeating: 0, count: 12)
+        bytes.withUnsafeMutableBytes { buffer in
+            buffer.storeBytes(of: region.littleEndian, toByteOffset: 0, as: UInt32.self)
+            buffer.storeBytes(of: epoch.littleEndian, toByteOffset: 4, as: UInt64.self)
+        }
+        return bytes.withUnsafeBytes { CRC32C.update(volumeSeed, $0) }
     }
 
     /// The body checksum of a payload and its data.
@@ -169,10 +181,18 @@ public struct LogScanner {
     public private(set) var damage: [LogDamage] = []
     public private(set) var end: LogEnd?
 
-    public init(region: UnsafeRawBufferPointer, epoch: UInt32, seed: UInt32, startOffset: UInt64, startSequence: UInt64) {
+    /// When a position holds no valid record, whether to search the region for a later one
+    /// (recovery: tells damage inside the log from its end) or stop (digest of a live log,
+    /// whose tail is simply not written yet: the search would cost a pass over the region).
+    public let searchPastDamage: Bool
+
+    /// `seed` is the region's record seed (`LogRecordHeader.recordSeed`).
+    public init(region: UnsafeRawBufferPointer, epoch: UInt32, seed: UInt32, startOffset: UInt64, startSequence: UInt64,
+                searchPastDamage: Bool = true) {
         self.region = region
         self.epoch = epoch
         self.seed = seed
+        self.searchPastDamage = searchPastDamage
         offset = startOffset
         nextSequence = startSequence
     }
@@ -255,6 +275,7 @@ public struct LogScanner {
     /// region's start) holding a valid header of this epoch with a higher sequence number.
     /// If there is one, the unreadable bytes were damage inside the log, not its tail.
     private func findResumePoint(after damagedOffset: UInt64) -> (UInt64, UInt64)? {
+        guard searchPastDamage else { return nil }
         let step = Int(LogRecordHeader.recordAlignment)
         let last = region.count - LogRecordHeader.encodedBytes
         var best: (UInt64, UInt64)?

@@ -133,6 +133,19 @@ public struct NVMLayout: Equatable, Sendable {
         -> (layout: NVMLayout, devices: [DeviceDescriptor]) {
         let block = UInt64(Format.blockBytes)
         func roundUp(_ value: UInt64) -> UInt64 { (value + block - 1) / block * block }
+        // Absurd inputs are refused before any arithmetic can overflow.
+        let limit: UInt64 = 1 << 60
+        guard logRegionCount > 0, logRegionCount <= 4096 else {
+            throw .invalidField(structure: "layout", field: "log region count", reason: "\(logRegionCount); 1 to 4096")
+        }
+        guard nvmBytes <= limit, logRegionBytes <= limit, inodesPerChunk > 0,
+              lowerTiers.allSatisfy({ $0.byteCount <= limit && $0.segmentBytes <= limit }) else {
+            throw .invalidField(structure: "layout", field: "geometry", reason: "a size is out of range (above 2^60 bytes)")
+        }
+        guard UInt64(logRegionCount) * logRegionBytes <= nvmBytes else {
+            throw .invalidField(structure: "layout", field: "NVM size",
+                                reason: "\(nvmBytes) bytes is too small for \(logRegionCount) logs of \(logRegionBytes) bytes")
+        }
         let logTableOffset = 2 * block
         let inodeMapOffset = logTableOffset + roundUp(UInt64(logRegionCount) * 2 * UInt64(LogRegionDescriptor.encodedBytes))
         let inodeMapEntries = inodeCapacityDefault / UInt64(inodesPerChunk)

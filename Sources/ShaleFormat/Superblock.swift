@@ -29,17 +29,20 @@ public struct Superblock: Equatable, Sendable {
     public var flags: Flags = []
     public var rootInode: UInt64
     public var label: String
+    /// The secret key of every directory's name hash (DirectoryHash.swift).
+    public var directoryHashKey: DirectoryHashKey
     public var layout: NVMLayout
     /// Slot 0 is the NVM region itself; the others hold lower tiers or are empty (nil).
     public var devices: [DeviceDescriptor?]
 
     public init(volumeID: VolumeID, generation: UInt64, createdSeconds: Int64, rootInode: UInt64,
-                label: String, layout: NVMLayout, devices: [DeviceDescriptor?]) {
+                label: String, directoryHashKey: DirectoryHashKey, layout: NVMLayout, devices: [DeviceDescriptor?]) {
         self.volumeID = volumeID
         self.generation = generation
         self.createdSeconds = createdSeconds
         self.rootInode = rootInode
         self.label = label
+        self.directoryHashKey = directoryHashKey
         self.layout = layout
         self.devices = devices + [DeviceDescriptor?](repeating: nil, count: max(0, Format.deviceSlots - devices.count))
     }
@@ -73,6 +76,8 @@ public struct Superblock: Equatable, Sendable {
         writer.put(rootInode)
         layout.encode(into: &writer)
         writer.put(text: label, width: Self.labelBytes)
+        writer.put(directoryHashKey.k0)
+        writer.put(directoryHashKey.k1)
         assert(writer.offset <= Self.deviceTableOffset)
         writer.seek(Self.deviceTableOffset)
         for slot in devices {
@@ -91,10 +96,14 @@ public struct Superblock: Equatable, Sendable {
         let magic = reader.bytes(8)
         guard magic == Self.magic else { throw .badMagic(structure: name, found: magic) }
         let version: UInt32 = reader.get()
+        // The checksum is verified first: a bit flip in the version field is damage (the other
+        // copy repairs it), not a newer format. Magic, version and the CRC32C at byte 12 over
+        // the whole block are frozen across format versions, so a real newer volume verifies
+        // and is refused as such.
+        try StructureChecksum.verify(block, crcOffset: crcOffset, structure: name)
         guard version == Format.version else {
             throw .unsupportedVersion(structure: name, found: version, supported: Format.version)
         }
-        try StructureChecksum.verify(block, crcOffset: crcOffset, structure: name)
         reader.skip(4)
         let volumeID = VolumeID(bytes: reader.bytes(16))
         let generation: UInt64 = reader.get()
@@ -111,6 +120,7 @@ public struct Superblock: Equatable, Sendable {
         guard let label = reader.text(width: labelBytes) else {
             throw .invalidField(structure: name, field: "label", reason: "not UTF-8")
         }
+        let hashKey = DirectoryHashKey(k0: reader.get(), k1: reader.get())
         reader.seek(deviceTableOffset)
         var devices: [DeviceDescriptor?] = []
         for _ in 0 ..< Format.deviceSlots { devices.append(try DeviceDescriptor.decode(from: &reader)) }
@@ -150,7 +160,8 @@ public struct Superblock: Equatable, Sendable {
             throw .invalidField(structure: name, field: "root inode", reason: "\(rootInode)")
         }
         var superblock = Superblock(volumeID: volumeID, generation: generation, createdSeconds: created,
-                                    rootInode: rootInode, label: label, layout: layout, devices: devices)
+                                    rootInode: rootInode, label: label, directoryHashKey: hashKey,
+                                    layout: layout, devices: devices)
         superblock.flags = flags
         return superblock
     }

@@ -56,11 +56,13 @@ public struct VolumeManifest: Equatable, Sendable {
             let value = line[line.index(after: equals)...].trimmingSpaces
             switch key {
             case "format":
+                guard version == nil else { throw .invalidField(structure: name, field: "format", reason: "repeated") }
                 guard let parsed = UInt32(value) else {
                     throw .invalidField(structure: name, field: "format", reason: "\"\(value)\"")
                 }
                 version = parsed
             case "uuid":
+                guard volumeID == nil else { throw .invalidField(structure: name, field: "uuid", reason: "repeated") }
                 guard let parsed = VolumeID(value) else {
                     throw .invalidField(structure: name, field: "uuid", reason: "\"\(value)\"")
                 }

@@ -148,6 +148,20 @@ struct FormatterTests {
         #expect(try open(nvm, []).notes.isEmpty)
     }
 
+    /// A bit flip in one copy's version field is damage, repaired from the other copy, not
+    /// a newer format that stops the open.
+    @Test func aFlippedVersionByteIsRepairedNotRefused() throws {
+        let nvm = SimulatedPersistentMemory(byteCount: Self.nvmBytes, recordsTrace: false)
+        let made = try Formatter.format(nvm: nvm, nvmPathHint: "sim.nvm", lowerDevices: [], options: options())
+        var copyA = nvm.load(at: 0, count: 4096)
+        copyA[8] ^= 0x02
+        nvm.storePersist(copyA, at: 0)
+        let volume = try open(nvm, [])
+        #expect(volume.superblock == made)
+        #expect(volume.notes.count == 1 && volume.notes[0].contains("copy A is damaged (superblock: checksum mismatch"))
+        #expect(try Superblock.decode(nvm.view(at: 0, count: 4096), nvmBytes: UInt64(Self.nvmBytes)) == made)
+    }
+
     @Test func aTornSuperblockUpdateLeavesAValidCopy() throws {
         let nvm = SimulatedPersistentMemory(byteCount: Self.nvmBytes)
         var made = try Formatter.format(nvm: nvm, nvmPathHint: "sim.nvm", lowerDevices: [], options: options())

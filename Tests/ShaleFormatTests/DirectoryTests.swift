@@ -12,7 +12,7 @@ struct DirectoryTests {
     static let directory: UInt64 = 77
 
     static func entry(_ name: [UInt8], inode: UInt64 = 1000, type: UInt8 = 8) -> DirectoryEntry {
-        DirectoryEntry(inode: inode, hash: DirectoryEntry.hash(name: name, directory: directory, volumeSeed: Fixture.seed),
+        DirectoryEntry(inode: inode, hash: DirectoryEntry.hash(name: name, directory: directory, key: Fixture.hashKey),
                        type: type, name: name)
     }
 
@@ -69,7 +69,7 @@ struct DirectoryTests {
         #expect(bytes.le(UInt64.self, at: 32) == 0x0000_0100_0000_0002)
         #expect(bytes[40 ..< 64].allSatisfy { $0 == 0 })
         #expect(bytes.le(UInt64.self, at: 64) == 0x0102_0304_0506_0708)
-        #expect(bytes.le(UInt32.self, at: 72) == DirectoryEntry.hash(name: name, directory: Self.directory, volumeSeed: Fixture.seed))
+        #expect(bytes.le(UInt32.self, at: 72) == DirectoryEntry.hash(name: name, directory: Self.directory, key: Fixture.hashKey))
         #expect(bytes[76] == 4)
         #expect(bytes[77] == 5)
         #expect(Array(bytes[78 ..< 83]) == name)
@@ -206,15 +206,39 @@ struct DirectoryTests {
 
     // MARK: The name hash
 
-    @Test func hashIsDeterministicAndIsCRC32CSeededByVolumeAndDirectory() {
+    @Test func hashIsDeterministicKeyedSipHash() {
         let name = Array("Makefile".utf8)
-        let hash = DirectoryEntry.hash(name: name, directory: Self.directory, volumeSeed: Fixture.seed)
-        #expect(hash == DirectoryEntry.hash(name: name, directory: Self.directory, volumeSeed: Fixture.seed))
-        let seed = Fixture.seed ^ UInt32(Self.directory)
-        #expect(hash == name.withUnsafeBytes { CRC32C.update(seed, $0) })
-        let big: UInt64 = 0x0000_0005_0000_0009
-        let bigSeed = Fixture.seed ^ 9 ^ 5
-        #expect(DirectoryEntry.hash(name: name, directory: big, volumeSeed: Fixture.seed) == name.withUnsafeBytes { CRC32C.update(bigSeed, $0) })
+        let hash = DirectoryEntry.hash(name: name, directory: Self.directory, key: Fixture.hashKey)
+        #expect(hash == DirectoryEntry.hash(name: name, directory: Self.directory, key: Fixture.hashKey))
+        let full = name.withUnsafeBytes { SipHash.hash24(k0: Fixture.hashKey.k0 ^ Self.directory, k1: Fixture.hashKey.k1, $0) }
+        #expect(hash == UInt32(truncatingIfNeeded: full ^ (full >> 32)))
+    }
+
+    /// Reference vectors of SipHash-2-4 (key 00 01 … 0f; messages 00 01 … of length n), from
+    /// the authors' vectors.h.
+    @Test func sipHashMatchesTheReferenceVectors() {
+        let vectors: [(Int, UInt64)] = [(0, 0x726F_DB47_DD0E_0E31), (1, 0x74F8_39C5_93DC_67FD),
+                                        (7, 0xAB02_00F5_8B01_D137), (8, 0x93F5_F579_9A93_2462),
+                                        (15, 0xA129_CA61_49BE_45E5), (63, 0x958A_324C_EB06_4572)]
+        for (length, expected) in vectors {
+            let message = (0 ..< length).map { UInt8($0) }
+            let got = message.withUnsafeBytes { SipHash.hash24(k0: Fixture.hashKey.k0, k1: Fixture.hashKey.k1, $0) }
+            #expect(got == expected, "length \(length): \(String(got, radix: 16))")
+        }
+    }
+
+    /// Names of one length that collide under CRC32C (linear) do not collide here.
+    @Test func crcCollidingNamesDoNotCollide() {
+        // CRC32C is linear: crc(a ^ b ^ c) == crc(a) ^ crc(b) ^ crc(c) for equal lengths, so
+        // a ^ b ^ c ^ (a ^ b ^ c) = 0 gives four names whose CRCs XOR to zero; with two equal
+        // pairs (x, x ^ d, y, y ^ d) the CRC of x and y differ by the same as x ^ d and y ^ d.
+        let x = Array("aaaaaaaa".utf8), y = Array("bbbbbbbb".utf8)
+        let d: [UInt8] = [1, 0, 0, 0, 0, 0, 0, 0]
+        let xd = zip(x, d).map { $0 ^ $1 }, yd = zip(y, d).map { $0 ^ $1 }
+        let crc = { (name: [UInt8]) in CRC32C.checksum(name) }
+        #expect(crc(x) ^ crc(xd) == crc(y) ^ crc(yd), "CRC32C is linear: its differences can be chosen")
+        let h = { (name: [UInt8]) in DirectoryEntry.hash(name: name, directory: 77, key: Fixture.hashKey) }
+        #expect(h(x) ^ h(xd) != h(y) ^ h(yd), "the keyed hash is not")
     }
 
     /// The same name hashes differently in another directory and on another volume, so a
@@ -223,16 +247,16 @@ struct DirectoryTests {
         var generator = SplitMix(seed: 8)
         for _ in 0 ..< 500 {
             let name = (0 ..< 1 + generator.below(40)).map { _ in Self.everyLegalByte[generator.below(254)] }
-            let here = DirectoryEntry.hash(name: name, directory: 77, volumeSeed: Fixture.seed)
-            #expect(here != DirectoryEntry.hash(name: name, directory: 78, volumeSeed: Fixture.seed))
-            #expect(here != DirectoryEntry.hash(name: name, directory: 77, volumeSeed: Fixture.otherSeed))
+            let here = DirectoryEntry.hash(name: name, directory: 77, key: Fixture.hashKey)
+            #expect(here != DirectoryEntry.hash(name: name, directory: 78, key: Fixture.hashKey))
+            #expect(here != DirectoryEntry.hash(name: name, directory: 77, key: Fixture.otherHashKey))
         }
     }
 
     @Test func hashSpreadsNamesOverBuckets() {
         var buckets = [Int](repeating: 0, count: 64)
         for index in 0 ..< 64_000 {
-            let hash = DirectoryEntry.hash(name: Array("file\(index).txt".utf8), directory: 77, volumeSeed: Fixture.seed)
+            let hash = DirectoryEntry.hash(name: Array("file\(index).txt".utf8), directory: 77, key: Fixture.hashKey)
             buckets[Int(hash >> 26)] += 1
         }
         #expect(buckets.min()! > 800 && buckets.max()! < 1200, "\(buckets)")

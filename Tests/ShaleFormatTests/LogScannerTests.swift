@@ -116,8 +116,9 @@ struct TestLog {
         }
     }
 
-    func scan(from start: UInt64 = 0, sequence: UInt64 = 1, epoch: UInt32? = nil) -> ScanResult {
-        ScanResult(region: region, epoch: epoch ?? self.epoch, seed: seed, start: start, sequence: sequence)
+    func scan(from start: UInt64 = 0, sequence: UInt64 = 1, epoch: UInt32? = nil, searchPastDamage: Bool = true) -> ScanResult {
+        ScanResult(region: region, epoch: epoch ?? self.epoch, seed: seed, start: start, sequence: sequence,
+                   searchPastDamage: searchPastDamage)
     }
 
     mutating func damage(_ offset: UInt64, mask: UInt8 = 0xFF) { region[Int(offset)] ^= mask }
@@ -134,10 +135,11 @@ struct ScanResult {
     var damage: [LogDamage]
     var end: LogEnd?
 
-    init(region: [UInt8], epoch: UInt32, seed: UInt32, start: UInt64, sequence: UInt64) {
+    init(region: [UInt8], epoch: UInt32, seed: UInt32, start: UInt64, sequence: UInt64, searchPastDamage: Bool = true) {
         var records: [ScannedRecord] = [], payloads: [[UInt8]] = [], data: [[UInt8]] = []
         (damage, end) = region.withUnsafeBytes { buffer in
-            var scanner = LogScanner(region: buffer, epoch: epoch, seed: seed, startOffset: start, startSequence: sequence)
+            var scanner = LogScanner(region: buffer, epoch: epoch, seed: seed, startOffset: start, startSequence: sequence,
+                                     searchPastDamage: searchPastDamage)
             while let record = scanner.next() {
                 records.append(record)
                 let payloadStart = Int(record.payloadOffset), dataStart = Int(record.dataOffset)
@@ -405,6 +407,34 @@ struct LogScannerTests {
         scan.expectReturned(log.operations.filter { $0 != victim })
         #expect(scan.damage == [LogDamage(kind: .header, offset: victim.offset, lostSequences: victim.sequence ... victim.sequence)])
         #expect(scan.end == .cleanEnd(offset: log.offset))
+    }
+
+    /// A digest of a live log does not search past a missing header: the tail is simply
+    /// not written yet, and the search would cost a pass over the region each time.
+    @Test func liveScanStopsAtAMissingHeaderWithoutSearching() {
+        var log = TestLog()
+        log.appendMany(30, data: true)
+        let victim = log.operations[11]
+        log.fill(victim.offset ..< victim.offset + 32, with: 0)
+        let scan = log.scan(searchPastDamage: false)
+        scan.expectReturned(Array(log.operations.prefix(11)))
+        #expect(scan.damage.isEmpty)
+        #expect(scan.end == .cleanEnd(offset: victim.offset))
+    }
+
+    @Test func recordSeedDiffersPerRegionAndEpoch() {
+        let seed = Fixture.seed
+        let base = LogRecordHeader.recordSeed(volumeSeed: seed, region: 3, epoch: 9)
+        #expect(base == LogRecordHeader.recordSeed(volumeSeed: seed, region: 3, epoch: 9))
+        #expect(base != LogRecordHeader.recordSeed(volumeSeed: seed, region: 4, epoch: 9))
+        #expect(base != LogRecordHeader.recordSeed(volumeSeed: seed, region: 3, epoch: 9 + (1 << 32)), "the full epoch counts")
+        #expect(base != LogRecordHeader.recordSeed(volumeSeed: Fixture.otherSeed, region: 3, epoch: 9))
+        // A record sealed for region 3 does not verify as region 4's.
+        let header = LogRecordHeader(sequence: 1, epoch: 9, type: .create, payloadBytes: 0, dataBytes: 0, bodyCRC: 0)
+        let bytes = header.encode(seed: base)
+        #expect(bytes.withUnsafeBytes { LogRecordHeader.decode($0, seed: base) } == header)
+        let other = LogRecordHeader.recordSeed(volumeSeed: seed, region: 4, epoch: 9)
+        #expect(bytes.withUnsafeBytes { LogRecordHeader.decode($0, seed: other) } == nil)
     }
 
     @Test func severalDestroyedRecordsInARowAreOneReportedRange() {

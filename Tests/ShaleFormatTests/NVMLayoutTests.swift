@@ -25,7 +25,7 @@ struct NVMLayoutTests {
                                          logRegionBytes: 2 << 20, lowerTiers: geometry.lowerTiers)
         let layout = planned.layout
         let superblock = Superblock(volumeID: Fixture.volume, generation: 1, createdSeconds: 0, rootInode: 1,
-                                    label: "", layout: layout, devices: planned.devices)
+                                    label: "", directoryHashKey: Fixture.hashKey, layout: layout, devices: planned.devices)
         let decoded = try superblock.encode().withUnsafeBytes { try Superblock.decode($0, nvmBytes: geometry.nvmBytes) }
         #expect(decoded.layout == layout)
 
@@ -101,6 +101,19 @@ struct NVMLayoutTests {
             try NVMLayout.plan(nvmBytes: 64 << 20, nvmPathHint: "", logRegionCount: 0, logRegionBytes: 1 << 20, lowerTiers: [])
         }
         #expect(error?.field == "log region count")
+    }
+
+    /// Absurd geometry (as a script might pass to mkfs) is an error, never an overflow trap.
+    @Test(arguments: [(UInt64(1) << 62, UInt32(16), UInt64(1) << 20), (UInt64(64) << 20, UInt32(4096), UInt64(1) << 62),
+                      (UInt64(64) << 20, UInt32(4097), UInt64(1) << 20), (UInt64.max, UInt32(1), UInt64.max)])
+    func absurdGeometryIsRefusedWithoutTrapping(nvmBytes: UInt64, count: UInt32, logBytes: UInt64) {
+        #expect(throws: FormatError.self) {
+            try NVMLayout.plan(nvmBytes: nvmBytes, nvmPathHint: "", logRegionCount: count, logRegionBytes: logBytes, lowerTiers: [])
+        }
+        #expect(throws: FormatError.self) {
+            try NVMLayout.plan(nvmBytes: 64 << 20, nvmPathHint: "", logRegionCount: 4, logRegionBytes: 1 << 20,
+                               lowerTiers: [.init(tier: .ssd, byteCount: .max, segmentBytes: .max, pathHint: "")])
+        }
     }
 
     @Test func logRegionsSmallerThan64KiBAreRefused() {

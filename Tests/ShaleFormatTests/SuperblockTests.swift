@@ -14,7 +14,7 @@ enum SuperblockFixture {
         let planned = try NVMLayout.plan(nvmBytes: nvmBytes, nvmPathHint: "/dev/shm/shale-1b4e28ba.nvm",
                                          logRegionCount: 8, logRegionBytes: 1 << 20, lowerTiers: lowerTiers)
         var superblock = Superblock(volumeID: Fixture.volume, generation: 0x0102_0304_0506_0708,
-                                    createdSeconds: 1_764_072_961, rootInode: 1, label: "scratch volume",
+                                    createdSeconds: 1_764_072_961, rootInode: 1, label: "scratch volume", directoryHashKey: Fixture.hashKey,
                                     layout: planned.layout, devices: planned.devices)
         superblock.flags = .inUse
         return superblock
@@ -124,7 +124,10 @@ struct SuperblockTests {
         #expect(bytes.le(UInt64.self, at: 112) == layout.inodeMapEntries)
         #expect(bytes.le(UInt32.self, at: 120) == 256)
         #expect(Array(bytes[128 ..< 142]) == Array("scratch volume".utf8))
-        #expect(bytes[142 ..< 512].allSatisfy { $0 == 0 })
+        #expect(bytes[142 ..< 192].allSatisfy { $0 == 0 })
+        #expect(bytes.le(UInt64.self, at: 192) == Fixture.hashKey.k0)
+        #expect(bytes.le(UInt64.self, at: 200) == Fixture.hashKey.k1)
+        #expect(bytes[208 ..< 512].allSatisfy { $0 == 0 })
         // Device table: slot i at 512 + 256 i.
         #expect(bytes[512] == Tier.nvm.rawValue)
         #expect(bytes[512 + 256] == Tier.ssd.rawValue)
@@ -137,8 +140,8 @@ struct SuperblockTests {
         let bytes = try SuperblockFixture.make().encode()
         let missed = offsetsWhereDamageIsMissed(in: bytes, expected: { offset in
             switch offset {
+            // A flipped version byte is damage, not a newer format: the checksum says so.
             case 0 ..< 8: .badMagic
-            case 8 ..< 12: .unsupportedVersion
             default: .checksumMismatch
             }
         }) { _ = try decodeSuperblock($0) }
@@ -235,7 +238,7 @@ struct SuperblockTests {
         let nvm = DeviceDescriptor(tier: .nvm, byteCount: nvmBytes, segmentBytes: 0, dataOffset: layout.logAreaEnd,
                                    dataBlocks: 1000, bitmapOffset: bitmapOffset, bitmapBlocks: 1, pathHint: "")
         let superblock = Superblock(volumeID: Fixture.volume, generation: 1, createdSeconds: 0, rootInode: 1,
-                                    label: "", layout: layout, devices: [nvm])
+                                    label: "", directoryHashKey: Fixture.hashKey, layout: layout, devices: [nvm])
         let error = formatError { try decodeSuperblock(superblock.encode(), nvmBytes: nvmBytes) }
         #expect(error?.kind == .invalidField)
     }

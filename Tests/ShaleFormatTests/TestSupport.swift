@@ -10,6 +10,8 @@ enum Fixture {
     static let otherVolume = VolumeID("9f0c1d2e-3a4b-4c5d-8e6f-708192a3b4c5")!
     static var seed: UInt32 { volume.checksumSeed }
     static var otherSeed: UInt32 { otherVolume.checksumSeed }
+    static let hashKey = DirectoryHashKey(k0: 0x0706_0504_0302_0100, k1: 0x0F0E_0D0C_0B0A_0908)
+    static let otherHashKey = DirectoryHashKey(k0: 0x1111_2222_3333_4444, k1: 0x5555_6666_7777_8888)
 }
 
 /// The case of a FormatError, without its payload.

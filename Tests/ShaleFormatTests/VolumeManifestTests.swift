@@ -53,6 +53,16 @@ struct VolumeManifestTests {
         #expect(error == .invalidField(structure: "volume manifest", field: "uuid", reason: "missing"))
     }
 
+    @Test func repeatedKeysAreErrors() {
+        let uuid = "1b4e28ba-2fa1-41d2-883f-0016d3cca427"
+        let twiceUUID = formatError { try VolumeManifest.decode("format = 1\nuuid = \(uuid)\nuuid = \(uuid)\nnvm = /x\n") }
+        #expect(twiceUUID == .invalidField(structure: "volume manifest", field: "uuid", reason: "repeated"))
+        let twiceFormat = formatError { try VolumeManifest.decode("format = 1\nformat = 1\nuuid = \(uuid)\nnvm = /x\n") }
+        #expect(twiceFormat == .invalidField(structure: "volume manifest", field: "format", reason: "repeated"))
+        let twiceNVM = formatError { try VolumeManifest.decode("format = 1\nuuid = \(uuid)\nnvm = /x\nnvm = /y\n") }
+        #expect(twiceNVM?.field == "nvm")
+    }
+
     @Test func malformedUUIDIsAnError() {
         let error = formatError { try VolumeManifest.decode("format = 1\nuuid = 1234\nnvm = /x\n") }
         #expect(error?.field == "uuid")
