@@ -115,21 +115,19 @@ public enum VolumeFiles {
                      minimum: LogRegionDescriptor.regionBytesMin)
         let diskAvailable = HostFiles.availableBytes(at: directory) ?? 0
         var lowerPlans: [(tier: Tier, path: String, bytes: UInt64, segment: UInt64)] = []
-        if !request.withoutSSD {
-            let path = HostFiles.absolute(request.ssdPath ?? directory + "/ssd.img")
+        let lowerRequests: [(tier: Tier, skip: Bool, path: String?, bytes: UInt64?, segment: UInt64, defaultBytes: UInt64)] = [
+            (.ssd, request.withoutSSD, request.ssdPath, request.ssdBytes, request.ssdSegmentBytes,
+             MkfsDefaults.ssdBytes(diskAvailable: diskAvailable)),
+            (.hdd, request.withoutHDD, request.hddPath, request.hddBytes, request.hddSegmentBytes,
+             MkfsDefaults.hddBytes(diskAvailable: diskAvailable)),
+        ]
+        for lower in lowerRequests where !lower.skip {
+            let path = HostFiles.absolute(lower.path ?? directory + "/\(lower.tier).img")
             let existing = try sizeOfExistingBlockDevice(path)
-            let bytes = request.ssdBytes ?? existing ?? MkfsDefaults.ssdBytes(diskAvailable: diskAvailable)
-            try validate(size: bytes, name: "--ssd-size", alignment: UInt64(Format.blockBytes), minimum: 16 * MkfsDefaults.mebibyte)
-            try validate(size: request.ssdSegmentBytes, name: "--ssd-segment", alignment: UInt64(Format.blockBytes), minimum: 64 * 1024)
-            lowerPlans.append((.ssd, path, bytes, request.ssdSegmentBytes))
-        }
-        if !request.withoutHDD {
-            let path = HostFiles.absolute(request.hddPath ?? directory + "/hdd.img")
-            let existing = try sizeOfExistingBlockDevice(path)
-            let bytes = request.hddBytes ?? existing ?? MkfsDefaults.hddBytes(diskAvailable: diskAvailable)
-            try validate(size: bytes, name: "--hdd-size", alignment: UInt64(Format.blockBytes), minimum: 16 * MkfsDefaults.mebibyte)
-            try validate(size: request.hddSegmentBytes, name: "--hdd-segment", alignment: UInt64(Format.blockBytes), minimum: 64 * 1024)
-            lowerPlans.append((.hdd, path, bytes, request.hddSegmentBytes))
+            let bytes = lower.bytes ?? existing ?? lower.defaultBytes
+            try validate(size: bytes, name: "--\(lower.tier)-size", alignment: UInt64(Format.blockBytes), minimum: 16 * MkfsDefaults.mebibyte)
+            try validate(size: lower.segment, name: "--\(lower.tier)-segment", alignment: UInt64(Format.blockBytes), minimum: 64 * 1024)
+            lowerPlans.append((lower.tier, path, bytes, lower.segment))
         }
         let allPaths = [nvmPath] + lowerPlans.map(\.path)
         guard Set(allPaths).count == allPaths.count else {

@@ -70,15 +70,7 @@ public struct AllocatorBitmapBlock: Equatable, Sendable {
     public static func decode(_ buffer: UnsafeRawBufferPointer, seed: UInt32, expectedTier: Tier,
                               expectedFirstBlock: UInt64) throws(FormatError) -> AllocatorBitmapBlock {
         let name = "\(expectedTier) allocator bitmap block at data block \(expectedFirstBlock)"
-        try FormatError.need(name, encodedBytes, buffer)
-        let block = UnsafeRawBufferPointer(rebasing: buffer[0 ..< encodedBytes])
-        var reader = FieldReader(block)
-        let magic: UInt32 = reader.get()
-        guard magic == Self.magic else {
-            throw .badMagic(structure: name, found: withUnsafeBytes(of: magic.littleEndian) { Array($0) })
-        }
-        try StructureChecksum.verify(block, crcOffset: crcOffset, seed: seed, structure: name)
-        reader.skip(4)
+        var reader = try openSealedBlock(buffer, bytes: encodedBytes, magic: Self.magic, seed: seed, structure: name)
         let rawTier: UInt8 = reader.get()
         reader.skip(3)
         let statedFree: UInt32 = reader.get()

@@ -115,3 +115,38 @@ extension FormatError {
         if buffer.count < needed { throw .truncated(structure: structure, needed: needed, available: buffer.count) }
     }
 }
+
+/// The common opening of every block-level structure (bitmap, directory and extent-tree
+/// blocks): 4-byte magic at 0, seeded CRC32C at 4. Checks size, magic and checksum, and hands
+/// back a reader positioned at byte 8 of the verified block.
+func openSealedBlock(_ buffer: UnsafeRawBufferPointer, bytes: Int, magic: UInt32, seed: UInt32,
+                     structure: String) throws(FormatError) -> FieldReader {
+    try FormatError.need(structure, bytes, buffer)
+    let block = UnsafeRawBufferPointer(rebasing: buffer[0 ..< bytes])
+    let found = UInt32(littleEndian: block.loadUnaligned(as: UInt32.self))
+    guard found == magic else {
+        throw .badMagic(structure: structure, found: withUnsafeBytes(of: found.littleEndian) { Array($0) })
+    }
+    try StructureChecksum.verify(block, crcOffset: 4, seed: seed, structure: structure)
+    return FieldReader(block, at: 8)
+}
+
+/// The common opening of the superblock and the device header: 8-byte magic, version at 8,
+/// unseeded CRC32C at 12 over the block (frozen across versions, docs/format.md). The checksum
+/// is verified before the version, so a flipped version byte is damage, not a newer format.
+/// Hands back a reader positioned at byte 16.
+func openVersionedHeader(_ buffer: UnsafeRawBufferPointer, bytes: Int, magic: [UInt8],
+                         structure: String) throws(FormatError) -> FieldReader {
+    try FormatError.need(structure, bytes, buffer)
+    let block = UnsafeRawBufferPointer(rebasing: buffer[0 ..< bytes])
+    var reader = FieldReader(block)
+    let found = reader.bytes(8)
+    guard found == magic else { throw .badMagic(structure: structure, found: found) }
+    let version: UInt32 = reader.get()
+    try StructureChecksum.verify(block, crcOffset: 12, structure: structure)
+    guard version == Format.version else {
+        throw .unsupportedVersion(structure: structure, found: version, supported: Format.version)
+    }
+    reader.skip(4)
+    return reader
+}

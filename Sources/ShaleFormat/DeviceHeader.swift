@@ -47,21 +47,7 @@ public struct DeviceHeader: Equatable, Sendable {
 
     public static func decode(_ buffer: UnsafeRawBufferPointer) throws(FormatError) -> DeviceHeader {
         let name = "device header"
-        try FormatError.need(name, encodedBytes, buffer)
-        let block = UnsafeRawBufferPointer(rebasing: buffer[0 ..< encodedBytes])
-        var reader = FieldReader(block)
-        let magic = reader.bytes(8)
-        guard magic == Self.magic else { throw .badMagic(structure: name, found: magic) }
-        let version: UInt32 = reader.get()
-        // The checksum is verified first: a bit flip in the version field is damage (the other
-        // copy repairs it), not a newer format. Magic, version and the CRC32C at byte 12 over
-        // the whole block are frozen across format versions, so a real newer volume verifies
-        // and is refused as such.
-        try StructureChecksum.verify(block, crcOffset: crcOffset, structure: name)
-        guard version == Format.version else {
-            throw .unsupportedVersion(structure: name, found: version, supported: Format.version)
-        }
-        reader.skip(4)
+        var reader = try openVersionedHeader(buffer, bytes: encodedBytes, magic: Self.magic, structure: name)
         let volumeID = VolumeID(bytes: reader.bytes(16))
         let rawTier: UInt8 = reader.get()
         guard let tier = Tier(rawValue: rawTier), tier != .nvm else {

@@ -124,15 +124,7 @@ public struct DirectoryBlock: Equatable, Sendable {
     public static func decode(_ buffer: UnsafeRawBufferPointer, seed: UInt32, expectedDirectory: UInt64,
                               expectedLogicalBlock: UInt64) throws(FormatError) -> DirectoryBlock {
         let name = "directory \(expectedDirectory) block \(expectedLogicalBlock)"
-        try FormatError.need(name, encodedBytes, buffer)
-        let block = UnsafeRawBufferPointer(rebasing: buffer[0 ..< encodedBytes])
-        var reader = FieldReader(block)
-        let magic: UInt32 = reader.get()
-        guard magic == Self.magic else {
-            throw .badMagic(structure: name, found: withUnsafeBytes(of: magic.littleEndian) { Array($0) })
-        }
-        try StructureChecksum.verify(block, crcOffset: crcOffset, seed: seed, structure: name)
-        reader.skip(4)
+        var reader = try openSealedBlock(buffer, bytes: encodedBytes, magic: Self.magic, seed: seed, structure: name)
         let directory: UInt64 = reader.get()
         let logical: UInt64 = reader.get()
         guard directory == expectedDirectory, logical == expectedLogicalBlock else {

@@ -144,15 +144,7 @@ public struct ExtentNode: Equatable, Sendable {
 
     public static func decode(_ buffer: UnsafeRawBufferPointer, seed: UInt32, expectedInode: UInt64) throws(FormatError) -> ExtentNode {
         let name = "extent node"
-        try FormatError.need(name, encodedBytes, buffer)
-        let block = UnsafeRawBufferPointer(rebasing: buffer[0 ..< encodedBytes])
-        var reader = FieldReader(block)
-        let magic: UInt32 = reader.get()
-        guard magic == Self.magic else {
-            throw .badMagic(structure: name, found: withUnsafeBytes(of: magic.littleEndian) { Array($0) })
-        }
-        try StructureChecksum.verify(block, crcOffset: crcOffset, seed: seed, structure: name)
-        reader.skip(4)
+        var reader = try openSealedBlock(buffer, bytes: encodedBytes, magic: Self.magic, seed: seed, structure: name)
         let inode: UInt64 = reader.get()
         guard inode == expectedInode else {
             throw .invalidField(structure: name, field: "inode", reason: "belongs to inode \(inode), found under \(expectedInode)")
