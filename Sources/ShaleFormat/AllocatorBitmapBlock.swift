@@ -7,7 +7,6 @@
 public struct AllocatorBitmapBlock: Equatable, Sendable {
     public static let encodedBytes = Format.blockBytes
     public static let magic: UInt32 = 0x504D_4253  // "SBMP"
-    static let crcOffset = 4
     static let headerBytes = 64
     /// Data blocks one bitmap block covers.
     public static let blocksPerBitmapBlock = (encodedBytes - headerBytes) * 8
@@ -49,11 +48,7 @@ public struct AllocatorBitmapBlock: Equatable, Sendable {
     public var freeCount: Int { Int(blockCount) - usedCount }
 
     public func encode(seed: UInt32) -> [UInt8] {
-        var bytes = [UInt8](repeating: 0, count: Self.encodedBytes)
-        bytes.withUnsafeMutableBytes { buffer in
-            var writer = FieldWriter(buffer)
-            writer.put(Self.magic)
-            writer.put(UInt32(0))
+        sealedBlock(bytes: Self.encodedBytes, magic: Self.magic, seed: seed) { writer in
             writer.put(tier.rawValue)
             writer.skip(3)
             writer.put(UInt32(freeCount))
@@ -61,9 +56,7 @@ public struct AllocatorBitmapBlock: Equatable, Sendable {
             writer.put(blockCount)
             writer.seek(Self.headerBytes)
             writer.put(bytes: bits)
-            StructureChecksum.seal(buffer, crcOffset: Self.crcOffset, seed: seed)
         }
-        return bytes
     }
 
     /// The free count a bitmap block states, verified against its bits.

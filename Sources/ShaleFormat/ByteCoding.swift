@@ -116,6 +116,21 @@ extension FormatError {
     }
 }
 
+/// Encodes a block-level structure: 4-byte magic, then the fields `body` writes from byte 8
+/// on, then the seeded CRC32C at byte 4 over the whole block. The writing side of
+/// `openSealedBlock`.
+func sealedBlock(bytes: Int, magic: UInt32, seed: UInt32, _ body: (inout FieldWriter) -> Void) -> [UInt8] {
+    var block = [UInt8](repeating: 0, count: bytes)
+    block.withUnsafeMutableBytes { buffer in
+        var writer = FieldWriter(buffer)
+        writer.put(magic)
+        writer.put(UInt32(0))
+        body(&writer)
+        StructureChecksum.seal(buffer, crcOffset: 4, seed: seed)
+    }
+    return block
+}
+
 /// The common opening of every block-level structure (bitmap, directory and extent-tree
 /// blocks): 4-byte magic at 0, seeded CRC32C at 4. Checks size, magic and checksum, and hands
 /// back a reader positioned at byte 8 of the verified block.

@@ -52,7 +52,6 @@ public struct DirectoryEntry: Equatable, Sendable {
 public struct DirectoryBlock: Equatable, Sendable {
     public static let encodedBytes = Format.blockBytes
     public static let magic: UInt32 = 0x5249_4453  // "SDIR"
-    static let crcOffset = 4
     public static let headerBytes = 64
     public static let entryAreaBytes = encodedBytes - headerBytes
     /// First logical block of the bucket pointer table of a hashed directory.
@@ -83,11 +82,7 @@ public struct DirectoryBlock: Equatable, Sendable {
     }
 
     public func encode(seed: UInt32) -> [UInt8] {
-        var bytes = [UInt8](repeating: 0, count: Self.encodedBytes)
-        bytes.withUnsafeMutableBytes { buffer in
-            var writer = FieldWriter(buffer)
-            writer.put(Self.magic)
-            writer.put(UInt32(0))
+        sealedBlock(bytes: Self.encodedBytes, magic: Self.magic, seed: seed) { writer in
             writer.put(directory)
             writer.put(logicalBlock)
             switch content {
@@ -115,10 +110,8 @@ public struct DirectoryBlock: Equatable, Sendable {
                 writer.skip(7)
                 writer.put(entryCount)
                 writer.put(bucketCount)
-            }
-            StructureChecksum.seal(buffer, crcOffset: Self.crcOffset, seed: seed)
         }
-        return bytes
+        }
     }
 
     public static func decode(_ buffer: UnsafeRawBufferPointer, seed: UInt32, expectedDirectory: UInt64,

@@ -84,7 +84,6 @@ public struct Extent: Equatable, Sendable {
 public struct ExtentNode: Equatable, Sendable {
     public static let encodedBytes = Format.blockBytes
     public static let magic: UInt32 = 0x5458_4553  // "SEXT"
-    static let crcOffset = 4
     static let headerBytes = 32
     public static let leafCapacity = (encodedBytes - headerBytes) / Extent.encodedBytes
     public static let innerCapacity = (encodedBytes - headerBytes) / 16
@@ -114,11 +113,7 @@ public struct ExtentNode: Equatable, Sendable {
     }
 
     public func encode(seed: UInt32) -> [UInt8] {
-        var bytes = [UInt8](repeating: 0, count: Self.encodedBytes)
-        bytes.withUnsafeMutableBytes { buffer in
-            var writer = FieldWriter(buffer)
-            writer.put(Self.magic)
-            writer.put(UInt32(0))
+        sealedBlock(bytes: Self.encodedBytes, magic: Self.magic, seed: seed) { writer in
             writer.put(inode)
             switch entries {
             case let .leaf(extents):
@@ -136,10 +131,8 @@ public struct ExtentNode: Equatable, Sendable {
                     writer.put(child.firstLogicalBlock)
                     writer.put(child.block)
                 }
-            }
-            StructureChecksum.seal(buffer, crcOffset: Self.crcOffset, seed: seed)
         }
-        return bytes
+        }
     }
 
     public static func decode(_ buffer: UnsafeRawBufferPointer, seed: UInt32, expectedInode: UInt64) throws(FormatError) -> ExtentNode {
