@@ -54,7 +54,7 @@ public final class URingBlockDevice: BlockDevice, @unchecked Sendable {
     /// 4096) and opens it. With `exclusive`, an existing file is an EEXIST error; without, an
     /// existing file is resized. The file's size and name are durable on return.
     public static func create(path: String, byteCount: UInt64, exclusive: Bool = true,
-                              ringEntries: Int = defaultRingEntries) throws(MediaError) -> URingBlockDevice {
+                              ringEntries: Int = defaultRingEntries, direct: Bool = true) throws(MediaError) -> URingBlockDevice {
         let usableBytes = byteCount - byteCount % UInt64(alignmentBytes)
         let operation = "creating block device file \(path) (\(byteCount) bytes)"
         guard usableBytes > 0, usableBytes <= UInt64(Int64.max) else {
@@ -83,7 +83,7 @@ public final class URingBlockDevice: BlockDevice, @unchecked Sendable {
             guard fsyncRetryingEINTR(fd) == 0 else { throw MediaError.current(operation, detail: "fsync") }
             try syncParentDirectory(of: path, operation)
             return try finishOpening(fd: fd, path: path, byteCount: usableBytes,
-                                     ringEntries: ringEntries, operation)
+                                     ringEntries: ringEntries, direct: direct, operation)
         } catch {
             close(fd)
             throw error
@@ -92,7 +92,9 @@ public final class URingBlockDevice: BlockDevice, @unchecked Sendable {
 
     /// Opens an existing regular file (size from fstat) or block device (size from
     /// lseek to the end), using the whole of it rounded down to a multiple of 4096.
-    public static func open(path: String, ringEntries: Int = defaultRingEntries) throws(MediaError) -> URingBlockDevice {
+    /// With `direct: false` the device uses buffered I/O (and fdatasync at flush) even where
+    /// O_DIRECT would work.
+    public static func open(path: String, ringEntries: Int = defaultRingEntries, direct: Bool = true) throws(MediaError) -> URingBlockDevice {
         let operation = "opening block device \(path)"
         try checkRingEntries(ringEntries, operation)
         let fd = try openRetryingEINTR(path, O_RDWR | O_CLOEXEC, 0, operation)
@@ -117,7 +119,7 @@ public final class URingBlockDevice: BlockDevice, @unchecked Sendable {
                                  detail: "\(rawBytes) bytes is less than one \(alignmentBytes)-byte block")
             }
             return try finishOpening(fd: fd, path: path, byteCount: usableBytes,
-                                     ringEntries: ringEntries, operation)
+                                     ringEntries: ringEntries, direct: direct, operation)
         } catch {
             close(fd)
             throw error
@@ -126,12 +128,14 @@ public final class URingBlockDevice: BlockDevice, @unchecked Sendable {
 
     /// Switches to O_DIRECT if the file system accepts it and sets up the first ring, so that
     /// a kernel without io_uring is reported at open rather than at the first I/O.
-    private static func finishOpening(fd: Int32, path: String, byteCount: UInt64, ringEntries: Int,
+    private static func finishOpening(fd: Int32, path: String, byteCount: UInt64, ringEntries: Int, direct: Bool,
                                       _ operation: String) throws(MediaError) -> URingBlockDevice {
         let flags = fcntl(fd, F_GETFL)
         guard flags >= 0 else { throw MediaError.current(operation, detail: "fcntl F_GETFL") }
         let mode: BlockIOMode
-        if fcntl(fd, F_SETFL, flags | oDirect) == 0 {
+        if !direct {
+            mode = .buffered
+        } else if fcntl(fd, F_SETFL, flags | oDirect) == 0 {
             mode = .direct
         } else if Glibc.errno == EINVAL {
             // The file system has no direct I/O (some FUSE and network file systems).

@@ -71,3 +71,30 @@ struct BlockStreamTests {
         #expect(completed == 50, "the requests before the bad one complete, none after it starts")
     }
 }
+
+/// Buffered I/O, the fallback where a file system refuses O_DIRECT, works the same way.
+struct BufferedBlockDeviceTests {
+    @Test func bufferedModeRoundTripsAndFlushes() throws {
+        let path = "/tmp/shale-buffered-\(getpid())-\(UInt32.random(in: 0 ... .max)).img"
+        defer { unlink(path) }
+        do {
+            let device = try URingBlockDevice.create(path: path, byteCount: 4 << 20, direct: false)
+            #expect(device.ioMode == .buffered)
+            let buffer = AlignedBuffer(byteCount: 3 * 4096)
+            var random = SplitMix64(seed: 11)
+            random.fill(buffer.bytes)
+            try device.write(buffer.bytes, at: 8192)
+            try device.flush()
+        }
+        let reopened = try URingBlockDevice.open(path: path, direct: false)
+        #expect(reopened.ioMode == .buffered)
+        let expected = AlignedBuffer(byteCount: 3 * 4096)
+        var random = SplitMix64(seed: 11)
+        random.fill(expected.bytes)
+        let got = AlignedBuffer(byteCount: 3 * 4096)
+        try reopened.read(into: got.bytes, at: 8192)
+        #expect(Array(got.bytes) == Array(expected.bytes))
+        // The same alignment rules hold in buffered mode.
+        #expect(throws: MediaError.self) { try reopened.read(into: got.slice(1, 4096), at: 0) }
+    }
+}
