@@ -345,9 +345,18 @@ final class Ring: @unchecked Sendable {
                 }
                 io_uring_sqe_set_data64(sqe, UInt64(ticket))
                 inFlight += 1
+                // Submitted at once, not gathered into one io_uring_enter per round: the device
+                // starts on each request as soon as it exists. On this machine's virtio disk,
+                // gathering cost ~20 % of fio's 4 KiB random-write IOPS and up to a third of its
+                // 1 MiB bandwidth (docs/benchmarks.md); a submission costs ~0.3 µs.
+                if let error = submitAndWait(inFlight: &inFlight, waitFor: 0) {
+                    if firstError == nil { firstError = error }
+                    if isBroken { break }
+                }
             }
+            if isBroken { break }
 
-            if let error = submitAndWait(inFlight: &inFlight) {
+            if let error = submitAndWait(inFlight: &inFlight, waitFor: 1) {
                 if firstError == nil { firstError = error }
                 if isBroken { break }
             }
@@ -456,9 +465,9 @@ final class Ring: @unchecked Sendable {
     /// reaps what has completed, then comes back. Any other failure marks the ring broken,
     /// after waiting for the requests the kernel already accepted (their buffers belong to
     /// the caller, who must not see them written after we return).
-    private func submitAndWait(inFlight: inout Int) -> MediaError? {
+    private func submitAndWait(inFlight: inout Int, waitFor: UInt32 = 1) -> MediaError? {
         guard inFlight > 0 else { return nil }
-        let rc = io_uring_submit_and_wait(ring, 1)
+        let rc = io_uring_submit_and_wait(ring, waitFor)
         if rc >= 0 || rc == -EINTR { return nil }
         if rc == -EAGAIN || rc == -EBUSY {
             // The kernel is short of resources or has completions to hand back: if none are
