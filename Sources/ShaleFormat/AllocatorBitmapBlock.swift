@@ -60,8 +60,15 @@ public struct AllocatorBitmapBlock: Equatable, Sendable {
     }
 
     /// The free count a bitmap block states, verified against its bits.
+    /// Bits the bitmap block at `firstBlock` of a tier with `dataBlocks` blocks covers.
+    public static func blockCount(firstBlock: UInt64, tierDataBlocks dataBlocks: UInt64) -> UInt32 {
+        firstBlock >= dataBlocks ? 0 : UInt32(min(UInt64(blocksPerBitmapBlock), dataBlocks - firstBlock))
+    }
+
+    /// `expectedBlockCount`, when given, is what the tier's geometry says the block covers
+    /// (`blockCount(firstBlock:tierDataBlocks:)`): a block claiming more is refused.
     public static func decode(_ buffer: UnsafeRawBufferPointer, seed: UInt32, expectedTier: Tier,
-                              expectedFirstBlock: UInt64) throws(FormatError) -> AllocatorBitmapBlock {
+                              expectedFirstBlock: UInt64, expectedBlockCount: UInt32? = nil) throws(FormatError) -> AllocatorBitmapBlock {
         let name = "\(expectedTier) allocator bitmap block at data block \(expectedFirstBlock)"
         var reader = try openSealedBlock(buffer, bytes: encodedBytes, magic: Self.magic, seed: seed, structure: name)
         let rawTier: UInt8 = reader.get()
@@ -72,8 +79,9 @@ public struct AllocatorBitmapBlock: Equatable, Sendable {
         guard rawTier == expectedTier.rawValue, first == expectedFirstBlock else {
             throw .invalidField(structure: name, field: "identity", reason: "holds tier \(rawTier) from block \(first)")
         }
-        guard count > 0, Int(count) <= blocksPerBitmapBlock else {
-            throw .invalidField(structure: name, field: "block count", reason: "\(count)")
+        guard count > 0, Int(count) <= blocksPerBitmapBlock, expectedBlockCount == nil || count == expectedBlockCount else {
+            throw .invalidField(structure: name, field: "block count",
+                                reason: "\(count)" + (expectedBlockCount.map { ", the tier's geometry says \($0)" } ?? ""))
         }
         var bitmap = AllocatorBitmapBlock(tier: expectedTier, firstBlock: first, blockCount: count)
         reader.seek(headerBytes)

@@ -91,6 +91,12 @@ public struct DeviceDescriptor: Equatable, Sendable {
             throw .invalidField(structure: "device table", field: "data area",
                                 reason: "\(entry.dataBlocks) blocks at \(entry.dataOffset) do not fit in \(entry.byteCount) bytes")
         }
+        let block = UInt64(Format.blockBytes)
+        guard entry.dataOffset % block == 0, entry.segmentBytes % block == 0,
+              (tier == .nvm) == (entry.segmentBytes == 0) else {
+            throw .invalidField(structure: "device table", field: "geometry",
+                                reason: "data at \(entry.dataOffset), segments of \(entry.segmentBytes) bytes: not block-aligned, or a segment size on the wrong tier")
+        }
         return entry
     }
 }

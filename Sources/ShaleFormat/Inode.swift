@@ -196,6 +196,9 @@ public struct Inode: Equatable, Sendable {
         inode.parentHint = reader.get()
         inode.xattrBlock = reader.get()
         if flags.contains(.extentTree) {
+            guard extentCount == 0 else {
+                throw .invalidField(structure: name, field: "extent count", reason: "\(extentCount) with an extent tree")
+            }
             let root: UInt64 = reader.get()
             let count: UInt64 = reader.get()
             let depth: UInt16 = reader.get()
@@ -218,6 +221,9 @@ public struct Inode: Equatable, Sendable {
         }
         reader.seek(240)
         inode.tierPolicy = reader.get()
+        guard inode.tierPolicy == 0 || Tier(rawValue: inode.tierPolicy) != nil else {
+            throw .invalidField(structure: name, field: "tier policy", reason: "\(inode.tierPolicy)")
+        }
         return inode
     }
 }

@@ -122,8 +122,11 @@ public struct LogRecordHeader: Equatable, Sendable {
         let sequence: UInt64 = reader.get()
         let epoch: UInt32 = reader.get()
         guard let type = LogRecordType(rawValue: reader.get()) else { return nil }
-        return LogRecordHeader(sequence: sequence, epoch: epoch, type: type, flags: reader.get(),
-                               payloadBytes: reader.get(), dataBytes: reader.get(), bodyCRC: bodyCRC)
+        let decoded = LogRecordHeader(sequence: sequence, epoch: epoch, type: type, flags: reader.get(),
+                                      payloadBytes: reader.get(), dataBytes: reader.get(), bodyCRC: bodyCRC)
+        // No flags are defined in v1, and a wrap record carries nothing.
+        guard decoded.flags == 0, type != .wrap || (decoded.payloadBytes == 0 && decoded.dataBytes == 0) else { return nil }
+        return decoded
     }
 }
 
@@ -180,6 +183,8 @@ public struct LogScanner {
     public private(set) var nextSequence: UInt64
     public private(set) var damage: [LogDamage] = []
     public private(set) var end: LogEnd?
+    /// Valid headers of this epoch by sequence, built at the first damage (recovery only).
+    private var resumeIndex: [(sequence: UInt64, offset: UInt64)]?
 
     /// When a position holds no valid record, whether to search the region for a later one
     /// (recovery: tells damage inside the log from its end) or stop (digest of a live log,
@@ -221,7 +226,7 @@ public struct LogScanner {
                 return nil
             }
             if !bodyVerifies(record) {
-                if candidate(at: record.end % UInt64(region.count), sequence: nextSequence + 1) != nil
+                if candidate(at: successor(of: record.end), sequence: nextSequence + 1) != nil
                     || findResumePoint(after: offset) != nil {
                     damage.append(LogDamage(kind: .bodyChecksum, offset: offset, lostSequences: nextSequence ... nextSequence))
                     advance(past: record)
@@ -254,7 +259,8 @@ public struct LogScanner {
         // Cheap filter before the checksum: sequence and epoch fields.
         let rawSequence = UInt64(littleEndian: region.loadUnaligned(fromByteOffset: Int(offset) + 8, as: UInt64.self))
         let rawEpoch = UInt32(littleEndian: region.loadUnaligned(fromByteOffset: Int(offset) + 16, as: UInt32.self))
-        guard rawSequence == sequence, rawEpoch == epoch else { return nil }
+        // Sequence UInt64.max is never valid: nothing may follow it.
+        guard rawSequence == sequence, rawEpoch == epoch, sequence < UInt64.max else { return nil }
         let start = Int(offset)
         guard let header = LogRecordHeader.decode(UnsafeRawBufferPointer(rebasing: region[start...]), seed: seed) else {
             return nil
@@ -271,22 +277,46 @@ public struct LogScanner {
         return LogRecordHeader.bodyChecksum(payload: payload, data: data, seed: seed) == record.header.bodyCRC
     }
 
-    /// After an unreadable position: the first later position (this lap, then from the
-    /// region's start) holding a valid header of this epoch with a higher sequence number.
-    /// If there is one, the unreadable bytes were damage inside the log, not its tail.
-    private func findResumePoint(after damagedOffset: UInt64) -> (UInt64, UInt64)? {
+    /// After an unreadable position: the valid header of this epoch with the smallest
+    /// sequence number above the expected one, anywhere in the region. If there is one, the
+    /// unreadable bytes were damage inside the log, not its tail. The region is indexed once,
+    /// at the first damage (one pass at 8-byte steps), so a log full of gaps costs one pass,
+    /// not one per gap.
+    private mutating func findResumePoint(after damagedOffset: UInt64) -> (UInt64, UInt64)? {
         guard searchPastDamage else { return nil }
-        let step = Int(LogRecordHeader.recordAlignment)
+        if resumeIndex == nil { resumeIndex = buildResumeIndex() }
+        let index = resumeIndex!
+        // First entry with a sequence above the expected one.
+        var low = 0, high = index.count
+        while low < high {
+            let middle = (low + high) / 2
+            if index[middle].sequence <= nextSequence { low = middle + 1 } else { high = middle }
+        }
+        while low < index.count {
+            if index[low].offset != damagedOffset { return (index[low].offset, index[low].sequence) }
+            low += 1
+        }
+        return nil
+    }
+
+    private func buildResumeIndex() -> [(sequence: UInt64, offset: UInt64)] {
+        var found: [(sequence: UInt64, offset: UInt64)] = []
+        guard region.count >= LogRecordHeader.encodedBytes else { return found }
         let last = region.count - LogRecordHeader.encodedBytes
-        var best: (UInt64, UInt64)?
-        for position in stride(from: 0, through: last, by: step) where UInt64(position) != damagedOffset {
+        for position in stride(from: 0, through: last, by: Int(LogRecordHeader.recordAlignment)) {
             let rawEpoch = UInt32(littleEndian: region.loadUnaligned(fromByteOffset: position + 16, as: UInt32.self))
             guard rawEpoch == epoch else { continue }
             let rawSequence = UInt64(littleEndian: region.loadUnaligned(fromByteOffset: position + 8, as: UInt64.self))
-            guard rawSequence > nextSequence, best == nil || rawSequence < best!.1,
-                  candidate(at: UInt64(position), sequence: rawSequence) != nil else { continue }
-            best = (UInt64(position), rawSequence)
+            guard candidate(at: UInt64(position), sequence: rawSequence) != nil else { continue }
+            found.append((rawSequence, UInt64(position)))
         }
-        return best
+        found.sort { ($0.sequence, $0.offset) < ($1.sequence, $1.offset) }
+        return found
+    }
+
+    /// Where the record after one ending at `end` starts: the next record never begins with
+    /// fewer than a header's bytes left before the end of the region.
+    private func successor(of end: UInt64) -> UInt64 {
+        end + UInt64(LogRecordHeader.encodedBytes) > UInt64(region.count) ? 0 : end
     }
 }

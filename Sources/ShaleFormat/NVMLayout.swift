@@ -142,7 +142,7 @@ public struct NVMLayout: Equatable, Sendable {
               lowerTiers.allSatisfy({ $0.byteCount <= limit && $0.segmentBytes <= limit }) else {
             throw .invalidField(structure: "layout", field: "geometry", reason: "a size is out of range (above 2^60 bytes)")
         }
-        guard UInt64(logRegionCount) * logRegionBytes <= nvmBytes else {
+        guard logRegionBytes <= nvmBytes / UInt64(logRegionCount) else {
             throw .invalidField(structure: "layout", field: "NVM size",
                                 reason: "\(nvmBytes) bytes is too small for \(logRegionCount) logs of \(logRegionBytes) bytes")
         }

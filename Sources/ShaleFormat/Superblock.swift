@@ -20,6 +20,7 @@ public struct Superblock: Equatable, Sendable {
         public init(rawValue: UInt32) { self.rawValue = rawValue }
         /// Mounted (or opened) and not yet closed cleanly: recovery runs at the next open.
         public static let inUse = Flags(rawValue: 1 << 0)
+        public static let known: Flags = [.inUse]
     }
 
     public var formatVersion: UInt32 = Format.version
@@ -99,6 +100,9 @@ public struct Superblock: Equatable, Sendable {
             throw .invalidField(structure: name, field: "block size", reason: "\(blockBytes)")
         }
         let flags = Flags(rawValue: reader.get())
+        guard flags.isSubset(of: .known) else {
+            throw .invalidField(structure: name, field: "flags", reason: "unknown bits \(flags.rawValue)")
+        }
         let deviceCount: UInt32 = reader.get()
         reader.skip(4)
         let rootInode: UInt64 = reader.get()

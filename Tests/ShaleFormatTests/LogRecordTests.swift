@@ -6,7 +6,7 @@ private func decodeHeader(_ bytes: [UInt8], seed: UInt32 = Fixture.seed) -> LogR
 }
 
 struct LogRecordHeaderTests {
-    static let header = LogRecordHeader(sequence: 0x0102_0304_0506_0708, epoch: 0xE90C, type: .write, flags: 0x0A0B,
+    static let header = LogRecordHeader(sequence: 0x0102_0304_0506_0708, epoch: 0xE90C, type: .write, flags: 0,
                                         payloadBytes: 0x1234, dataBytes: 0x0002_0000, bodyCRC: 0xCAFE_F00D)
 
     @Test func roundTrip() {
@@ -23,7 +23,7 @@ struct LogRecordHeaderTests {
         #expect(bytes.le(UInt64.self, at: 8) == 0x0102_0304_0506_0708)
         #expect(bytes.le(UInt32.self, at: 16) == 0xE90C)
         #expect(bytes.le(UInt16.self, at: 20) == LogRecordType.write.rawValue)
-        #expect(bytes.le(UInt16.self, at: 22) == 0x0A0B)
+        #expect(bytes.le(UInt16.self, at: 22) == 0)
         #expect(bytes.le(UInt32.self, at: 24) == 0x1234)
         #expect(bytes.le(UInt32.self, at: 28) == 0x0002_0000)
     }
@@ -97,5 +97,34 @@ struct LogRecordHeaderTests {
     @Test func damageDescribesItself() {
         let damage = LogDamage(kind: .header, offset: 4096, lostSequences: 7 ... 9)
         #expect(damage.description == "log damage at offset 4096: unreadable header; records 7...9 lost")
+    }
+}
+
+/// Headers v1 does not define are not committed records.
+struct LogRecordHeaderStrictnessTests {
+    @Test func nonzeroFlagsAndWrapRecordsWithAPayloadAreRefused() {
+        let flagged = LogRecordHeader(sequence: 5, epoch: 1, type: .create, flags: 1, payloadBytes: 8, dataBytes: 0, bodyCRC: 0)
+        #expect(flagged.encode(seed: 9).withUnsafeBytes { LogRecordHeader.decode($0, seed: 9) } == nil)
+        let fatWrap = LogRecordHeader(sequence: 5, epoch: 1, type: .wrap, payloadBytes: 8, dataBytes: 0, bodyCRC: 0)
+        #expect(fatWrap.encode(seed: 9).withUnsafeBytes { LogRecordHeader.decode($0, seed: 9) } == nil)
+        let wrap = LogRecordHeader(sequence: 5, epoch: 1, type: .wrap, payloadBytes: 0, dataBytes: 0, bodyCRC: 0)
+        #expect(wrap.encode(seed: 9).withUnsafeBytes { LogRecordHeader.decode($0, seed: 9) } == wrap)
+    }
+
+    /// A record claiming the last sequence number can never be followed, so it is never valid
+    /// (a scanner advancing past it would overflow).
+    @Test func theLastSequenceNumberIsNeverCommitted() {
+        var region = [UInt8](repeating: 0, count: 4096)
+        let header = LogRecordHeader(sequence: .max, epoch: 1, type: .create, payloadBytes: 0, dataBytes: 0,
+                                     bodyCRC: LogRecordHeader.bodyChecksum(payload: UnsafeRawBufferPointer(start: nil, count: 0),
+                                                                           data: UnsafeRawBufferPointer(start: nil, count: 0), seed: 9))
+        region.replaceSubrange(0 ..< 32, with: header.encode(seed: 9))
+        region.withUnsafeBytes { buffer in
+            var scanner = LogScanner(region: buffer, epoch: 1, seed: 9, startOffset: 0, startSequence: .max)
+            #expect(scanner.next() == nil)
+            var gap = LogScanner(region: buffer, epoch: 1, seed: 9, startOffset: 64, startSequence: 3)
+            #expect(gap.next() == nil, "no resume at a record of sequence UInt64.max")
+            #expect(gap.damage.isEmpty)
+        }
     }
 }
