@@ -32,12 +32,16 @@ public struct FormatOptions: Sendable {
 public struct LowerDevice {
     public var tier: Tier
     public var device: any BlockDevice
+    /// Bytes of the device the volume uses (at most the device's size; `--ssd-size` on a
+    /// larger block device uses its start).
+    public var byteCount: UInt64
     public var segmentBytes: UInt64
     public var pathHint: String
 
-    public init(tier: Tier, device: any BlockDevice, segmentBytes: UInt64, pathHint: String) {
+    public init(tier: Tier, device: any BlockDevice, byteCount: UInt64? = nil, segmentBytes: UInt64, pathHint: String) {
         self.tier = tier
         self.device = device
+        self.byteCount = min(byteCount ?? device.byteCount, device.byteCount)
         self.segmentBytes = segmentBytes
         self.pathHint = pathHint
     }
@@ -64,7 +68,7 @@ public enum Formatter {
                 nvmBytes: UInt64(nvm.byteCount), nvmPathHint: nvmPathHint,
                 logRegionCount: options.logRegionCount, logRegionBytes: options.logRegionBytes,
                 lowerTiers: lowerDevices.map {
-                    NVMLayout.LowerTier(tier: $0.tier, byteCount: $0.device.byteCount,
+                    NVMLayout.LowerTier(tier: $0.tier, byteCount: $0.byteCount,
                                         segmentBytes: $0.segmentBytes, pathHint: $0.pathHint)
                 })
         } catch {
@@ -131,11 +135,23 @@ public enum Formatter {
                                     rootInode: rootInode, label: options.label,
                                     directoryHashKey: options.directoryHashKey, layout: layout,
                                     devices: planned.devices.map { Optional($0) })
-        let encoded = superblock.encode()
         for copy in Superblock.copyOffsets.reversed() {
-            nvm.storePersist(encoded, at: copy)
+            writeSuperblockCopy(superblock, to: nvm, at: copy)
         }
         return superblock
+    }
+
+    /// Writes one superblock copy so that a crash part way never leaves a copy with a valid
+    /// magic over a torn body: everything after the magic is persisted first, then the magic
+    /// as one failure-atomic 8-byte store. (A copy that already held a superblock may tear
+    /// into one that fails its checksum; the other copy is then whole.)
+    public static func writeSuperblockCopy<NVM: PersistentMemory>(_ superblock: Superblock, to nvm: NVM, at offset: Int) {
+        let encoded = superblock.encode()
+        let magicBytes = Superblock.magic.count
+        nvm.storePersist(Array(encoded[magicBytes...]), at: offset + magicBytes)
+        let magic = encoded.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) }
+        nvm.storeWord(magic, at: offset)
+        nvm.persist(offset: offset, count: magicBytes)
     }
 
     /// Writes every bitmap block of one tier, with its first `usedPrefix` blocks in use.

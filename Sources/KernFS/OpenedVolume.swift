@@ -81,10 +81,8 @@ extension VolumeFiles {
             lower.append((entry.tier, device, entry.path))
             modes[entry.tier] = device.ioMode
         }
-        let volume = try Volume(nvm: nvm, nvmName: nvmPath, lowerDevices: lower, repair: repair && !inUse)
-        guard volume.superblock.volumeID == manifest.volumeID else {
-            throw .deviceMismatch(path: nvmPath, reason: "holds file system \(volume.superblock.volumeID), but \(manifestPath) names \(manifest.volumeID)")
-        }
+        let volume = try Volume(nvm: nvm, nvmName: nvmPath, lowerDevices: lower, repair: repair && !inUse,
+                                expectedVolumeID: manifest.volumeID)
         return OpenedVolume(volume: volume, manifestPath: manifestPath, devicePaths: paths, ioModes: modes,
                             inUseElsewhere: inUse, lock: lock)
     }

@@ -12,7 +12,8 @@ public struct TierSpace: Sendable {
     public var byteCount: UInt64
     public var pathHint: String
     public var segmentBytes: UInt64
-    public var usedBlocks: UInt64 { dataBlocks - freeBlocks }
+    /// Saturating: a damaged bitmap never makes this wrap (the damage is reported).
+    public var usedBlocks: UInt64 { dataBlocks >= freeBlocks ? dataBlocks - freeBlocks : 0 }
 }
 
 public struct SpaceReport: Sendable {
@@ -36,8 +37,9 @@ extension Volume {
                 let first = index * UInt64(AllocatorBitmapBlock.blocksPerBitmapBlock)
                 let offset = Int(descriptor.bitmapOffset + index * UInt64(Format.blockBytes))
                 do {
-                    let bitmap = try AllocatorBitmapBlock.decode(nvm.view(at: offset, count: Format.blockBytes), seed: seed,
-                                                                 expectedTier: descriptor.tier, expectedFirstBlock: first)
+                    let bitmap = try AllocatorBitmapBlock.decode(
+                        nvm.view(at: offset, count: Format.blockBytes), seed: seed, expectedTier: descriptor.tier, expectedFirstBlock: first,
+                        expectedBlockCount: AllocatorBitmapBlock.blockCount(firstBlock: first, tierDataBlocks: descriptor.dataBlocks))
                     free += UInt64(bitmap.freeCount)
                 } catch {
                     report.problems.append("\(error)")
@@ -50,9 +52,11 @@ extension Volume {
         for chunk in 0 ..< layout.inodeMapEntries {
             let chunkOffset = nvm.loadWord(at: Int(layout.inodeMapOffset + chunk * 8))
             guard chunkOffset != 0 else { continue }
-            guard chunkOffset % UInt64(Format.blockBytes) == 0,
-                  chunkOffset + layout.inodeChunkBytes <= UInt64(nvm.byteCount) else {
-                report.problems.append("inode map entry \(chunk) points outside the NVM region (\(chunkOffset))")
+            let nvmData = superblock.devices[0]!
+            let dataEnd = nvmData.dataOffset + nvmData.dataBlocks * UInt64(Format.blockBytes)
+            guard chunkOffset % UInt64(Format.blockBytes) == 0, chunkOffset >= nvmData.dataOffset,
+                  chunkOffset <= dataEnd, layout.inodeChunkBytes <= dataEnd - chunkOffset else {
+                report.problems.append("inode map entry \(chunk) points outside the NVM data area (\(chunkOffset))")
                 continue
             }
             report.inodeChunksAllocated += 1

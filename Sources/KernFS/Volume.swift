@@ -23,8 +23,10 @@ public final class Volume<NVM: PersistentMemory> {
 
     /// Opens a volume. `lowerDevices` are the devices the manifest lists, with the names to
     /// use in messages. With `repair`, a damaged or stale superblock copy is rewritten.
+    /// `expectedVolumeID` (from the manifest) is checked before anything is repaired: a
+    /// region that belongs to another volume is never written.
     public init(nvm: NVM, nvmName: String, lowerDevices: [(tier: Tier, device: any BlockDevice, name: String)],
-                repair: Bool) throws(VolumeError) {
+                repair: Bool, expectedVolumeID: VolumeID? = nil) throws(VolumeError) {
         self.nvm = nvm
         self.nvmName = nvmName
         let names = ["A", "B"]
@@ -52,6 +54,9 @@ public final class Volume<NVM: PersistentMemory> {
             }
             throw .bothSuperblocksDamaged(path: nvmName, reasons: failures)
         }
+        if let expectedVolumeID, winner.1.volumeID != expectedVolumeID {
+            throw .deviceMismatch(path: nvmName, reason: "holds file system \(winner.1.volumeID), but its manifest names \(expectedVolumeID)")
+        }
         superblock = winner.1
         validCopies = valid.map { names[$0.0] }
         for (index, copy) in decoded.enumerated() where index != winner.0 {
@@ -65,7 +70,7 @@ public final class Volume<NVM: PersistentMemory> {
             }
             guard let problem else { continue }
             if repair {
-                nvm.storePersist(winner.1.encode(), at: Superblock.copyOffsets[index])
+                Formatter.writeSuperblockCopy(winner.1, to: nvm, at: Superblock.copyOffsets[index])
                 notes.append("superblock copy \(names[index]) \(problem); repaired from copy \(names[winner.0])")
             } else {
                 notes.append("superblock copy \(names[index]) \(problem); not repaired (read-only open)")

@@ -96,7 +96,7 @@ public enum VolumeFiles {
         if HostFiles.kind(of: manifestPath) != .missing, request.nvmPath == nil,
            let text = try? HostFiles.read(manifestPath, limitBytes: 64 * 1024),
            let previous = try? VolumeManifest.decode(String(decoding: text, as: UTF8.self)) {
-            previousNVMPath = previous.path(.nvm)
+            previousNVMPath = previous.path(.nvm).map { $0.hasPrefix("/") ? $0 : directory + "/" + $0 }
         }
         let nvmPath = HostFiles.absolute(request.nvmPath ?? previousNVMPath ?? "\(defaultNVMDirectory)/shale-\(shortID).nvm")
         let nvmBytes: UInt64
@@ -137,57 +137,103 @@ public enum VolumeFiles {
             throw .invalidOption("the \(plan.tier) segment of \(plan.segment) bytes needs a device of at least twice that")
         }
 
+        for path in allPaths where path.contains(where: { $0 == "\n" || $0 == "\r" }) {
+            throw .invalidOption("device path \(path.debugDescription) contains a line break")
+        }
+
+        // Everything that can be checked is checked before any device is touched: a bad
+        // option never costs the user an existing volume.
+        guard options.label.utf8.count <= Superblock.labelBytes else {
+            throw .invalidOption("label of \(options.label.utf8.count) bytes is longer than \(Superblock.labelBytes)")
+        }
+        let nvmIsDevice = HostFiles.kind(of: nvmPath) == .characterDevice
+        if !nvmIsDevice {
+            do {
+                _ = try NVMLayout.plan(nvmBytes: nvmBytes, nvmPathHint: nvmPath, logRegionCount: options.logRegionCount,
+                                       logRegionBytes: options.logRegionBytes,
+                                       lowerTiers: lowerPlans.map { .init(tier: $0.tier, byteCount: $0.bytes, segmentBytes: $0.segment, pathHint: $0.path) })
+            } catch {
+                throw .format(error, location: "planning the layout")
+            }
+        }
         // Nothing is overwritten without --force; a volume in use is never overwritten.
         for path in allPaths { try checkOverwrite(path, force: request.force) }
-        // The old region stays locked until the new one is: no other shale process slips in.
+        // The old region stays locked until the new one replaces it: no other shale process
+        // can open it meanwhile.
         var existingLock: FileLock?
         if HostFiles.kind(of: nvmPath) != .missing {
             existingLock = try VolumeError.wrap { () throws(MediaError) in try FileLock(path: nvmPath, exclusive: true) }
         }
         defer { withExtendedLifetime(existingLock) {} }
 
-        // Create the media.
-        if case .regular = HostFiles.kind(of: nvmPath) {
-            try VolumeError.wrap { () throws(MediaError) in try HostFiles.remove(nvmPath) }
-        }
-        let nvm: MappedPersistentMemory = try VolumeError.wrap { () throws(MediaError) in
-            if HostFiles.kind(of: nvmPath) == .missing {
-                return try MappedPersistentMemory.create(path: nvmPath, byteCount: Int(nvmBytes), exclusive: true)
-            }
-            return try MappedPersistentMemory.open(path: nvmPath)
-        }
-        let lock = try VolumeError.wrap { () throws(MediaError) in try FileLock(path: nvmPath, exclusive: true) }
-        var lowerDevices: [LowerDevice] = []
-        var deviceList: [(tier: Tier, path: String, ioMode: BlockIOMode)] = []
-        for plan in lowerPlans {
-            let device: URingBlockDevice = try VolumeError.wrap { () throws(MediaError) in
-                switch HostFiles.kind(of: plan.path) {
-                case .blockDevice:
-                    return try URingBlockDevice.open(path: plan.path)
-                case .regular:
-                    try HostFiles.remove(plan.path)
-                    return try URingBlockDevice.create(path: plan.path, byteCount: plan.bytes, exclusive: true)
-                default:
-                    return try URingBlockDevice.create(path: plan.path, byteCount: plan.bytes, exclusive: true)
+        // Create the media. A new NVM file is made under a temporary name, locked, formatted,
+        // and only then renamed over the old one, so no other process ever sees it half made.
+        var created: [String] = []
+        do {
+            let nvm: MappedPersistentMemory
+            let nvmLock: FileLock
+            let workingPath: String
+            if nvmIsDevice {
+                workingPath = nvmPath
+                nvm = try VolumeError.wrap { () throws(MediaError) in try MappedPersistentMemory.open(path: nvmPath) }
+                nvmLock = existingLock!
+            } else {
+                workingPath = nvmPath + ".mkfs-\(HostFiles.processID)"
+                try VolumeError.wrap { () throws(MediaError) in try HostFiles.remove(workingPath) }
+                nvm = try VolumeError.wrap { () throws(MediaError) in
+                    try MappedPersistentMemory.create(path: workingPath, byteCount: Int(nvmBytes), exclusive: true)
                 }
+                created.append(workingPath)
+                nvmLock = try VolumeError.wrap { () throws(MediaError) in try FileLock(path: workingPath, exclusive: true) }
             }
-            guard device.byteCount >= plan.bytes else {
-                throw .invalidOption("\(plan.path) holds \(device.byteCount) bytes, less than the \(plan.bytes) asked for")
+            var lowerDevices: [LowerDevice] = []
+            var deviceList: [(tier: Tier, path: String, ioMode: BlockIOMode)] = []
+            for plan in lowerPlans {
+                let device: URingBlockDevice = try VolumeError.wrap { () throws(MediaError) in
+                    switch HostFiles.kind(of: plan.path) {
+                    case .blockDevice:
+                        return try URingBlockDevice.open(path: plan.path)
+                    case .regular:
+                        try HostFiles.remove(plan.path)
+                        fallthrough
+                    default:
+                        let device = try URingBlockDevice.create(path: plan.path, byteCount: plan.bytes, exclusive: true)
+                        created.append(plan.path)
+                        return device
+                    }
+                }
+                guard device.byteCount >= plan.bytes else {
+                    throw VolumeError.invalidOption("\(plan.path) holds \(device.byteCount) bytes, less than the \(plan.bytes) asked for")
+                }
+                lowerDevices.append(LowerDevice(tier: plan.tier, device: device, byteCount: plan.bytes,
+                                                segmentBytes: plan.segment, pathHint: plan.path))
+                deviceList.append((plan.tier, plan.path, device.ioMode))
             }
-            lowerDevices.append(LowerDevice(tier: plan.tier, device: device, segmentBytes: plan.segment, pathHint: plan.path))
-            deviceList.append((plan.tier, plan.path, device.ioMode))
-        }
-        let superblock = try Formatter.format(nvm: nvm, nvmPathHint: nvmPath, lowerDevices: lowerDevices, options: options)
+            let superblock = try Formatter.format(nvm: nvm, nvmPathHint: nvmPath, lowerDevices: lowerDevices, options: options)
+            if let failure = nvm.persistFailure { throw VolumeError.media(failure) }
+            if workingPath != nvmPath {
+                try VolumeError.wrap { () throws(MediaError) in try HostFiles.renameDurably(workingPath, to: nvmPath) }
+                created.removeAll { $0 == workingPath }
+                created.append(nvmPath)
+            }
 
-        // The manifest last: a crash before it leaves devices a later mkfs overwrites freely.
-        let manifest = VolumeManifest(volumeID: options.volumeID,
-                                      devices: [(Tier.nvm, nvmPath)] + lowerPlans.map { ($0.tier, relative($0.path, to: directory)) })
-        try VolumeError.wrap { () throws(MediaError) in
-            try HostFiles.writeAtomically(manifestPath, contents: Array(manifest.encode().utf8))
+            // The manifest last: until it exists, DIR holds no volume, and what this run made
+            // is removed on failure.
+            let manifest = VolumeManifest(volumeID: options.volumeID,
+                                          devices: [(Tier.nvm, nvmPath)] + lowerPlans.map { ($0.tier, relative($0.path, to: directory)) })
+            try VolumeError.wrap { () throws(MediaError) in
+                try HostFiles.writeAtomically(manifestPath, contents: Array(manifest.encode().utf8))
+            }
+            withExtendedLifetime(nvmLock) {}
+            return MkfsResult(superblock: superblock, manifestPath: manifestPath, nvmPath: nvmPath,
+                              persistence: nvm.persistence, devices: [(Tier.nvm, nvmPath, BlockIOMode.direct)] + deviceList)
+        } catch let error as VolumeError {
+            for path in created { try? HostFiles.remove(path) }
+            throw error
+        } catch {
+            for path in created { try? HostFiles.remove(path) }
+            throw .invalidOption("\(error)")
         }
-        withExtendedLifetime(lock) {}
-        return MkfsResult(superblock: superblock, manifestPath: manifestPath, nvmPath: nvmPath,
-                          persistence: nvm.persistence, devices: [(Tier.nvm, nvmPath, BlockIOMode.direct)] + deviceList)
     }
 
     static func validate(size: UInt64, name: String, alignment: UInt64, minimum: UInt64) throws(VolumeError) {
@@ -212,7 +258,10 @@ public enum VolumeFiles {
         case .missing:
             return
         case .directory, .other:
-            throw .invalidOption("\(path) exists and is not a file or block device")
+            throw .invalidOption("\(path) exists and is not a file or device")
+        case .characterDevice:
+            if force { return }
+            throw .wouldOverwrite(path: path, what: "is a device")
         case let .regular(byteCount):
             if byteCount == 0 || force { return }
             let head = (try? HostFiles.readHead(path, count: 2 * Format.blockBytes)) ?? []

@@ -86,6 +86,10 @@ extension BlockDevice {
                              "\(request.operation) of \(count) bytes at offset \(request.offset) of \(deviceName)",
                              detail: "offset, length and buffer address must be multiples of \(alignmentBytes)")
         }
+        if count == 0 {
+            throw MediaError(.invalidArgument, "\(request.operation) at offset \(request.offset) of \(deviceName)",
+                             detail: "an empty request")
+        }
         let (end, overflow) = request.offset.addingReportingOverflow(count)
         if overflow || end > byteCount {
             throw MediaError(.invalidArgument,

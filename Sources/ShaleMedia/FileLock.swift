@@ -1,6 +1,7 @@
 // Advisory whole-file locks (flock) that keep two shale processes from owning one volume:
-// mkfs and mount take an exclusive lock on the NVM region's file, offline readers a shared
-// one. The lock lives as long as the FileLock object.
+// mkfs, mount and the offline commands take an exclusive lock on the NVM region's file (the
+// offline commands may repair); one that finds it held reads without repairing. The lock
+// lives as long as the FileLock object.
 
 import Glibc
 import SystemPackage

@@ -11,6 +11,8 @@ public enum HostFiles {
         case missing
         case regular(byteCount: UInt64)
         case blockDevice
+        /// A character device, such as a device-DAX NVM region (/dev/dax0.0).
+        case characterDevice
         case directory
         case other
     }
@@ -21,6 +23,7 @@ public enum HostFiles {
         switch info.st_mode & S_IFMT {
         case S_IFREG: return .regular(byteCount: UInt64(info.st_size))
         case S_IFBLK: return .blockDevice
+        case S_IFCHR: return .characterDevice
         case S_IFDIR: return .directory
         default: return .other
         }
@@ -101,6 +104,18 @@ public enum HostFiles {
             guard fsync(directoryFD) == 0 else { throw MediaError.current("syncing directory \(directory)") }
         }
     }
+
+    /// Renames `from` over `to` and makes the rename durable (fsync of the directory).
+    public static func renameDurably(_ from: String, to: String) throws(MediaError) {
+        guard rename(from, to) == 0 else { throw MediaError.current("renaming \(from) to \(to)") }
+        let directory = parentDirectory(of: to)
+        let directoryFD = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard directoryFD >= 0 else { throw MediaError.current("opening directory \(directory)") }
+        defer { close(directoryFD) }
+        guard fsync(directoryFD) == 0 else { throw MediaError.current("syncing directory \(directory)") }
+    }
+
+    public static var processID: Int32 { getpid() }
 
     public static func remove(_ path: String) throws(MediaError) {
         guard unlink(path) == 0 || errno == ENOENT else { throw MediaError.current("removing \(path)") }

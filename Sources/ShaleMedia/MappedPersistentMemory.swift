@@ -10,6 +10,7 @@
 import CLinux
 import CPmem
 import Glibc
+import Synchronization
 import SystemPackage
 
 public final class MappedPersistentMemory: PersistentMemory, @unchecked Sendable {
@@ -18,6 +19,12 @@ public final class MappedPersistentMemory: PersistentMemory, @unchecked Sendable
     public let persistence: PersistenceKind
     private let base: UnsafeMutableRawPointer
     private let usesCPUFlush: Bool
+    private let failure = Mutex<MediaError?>(nil)
+
+    /// The first msync that failed (file-system-backed regions only; CPU flushes cannot
+    /// fail). Persist calls do not throw, to keep the hot path lean: callers check this at
+    /// their commit points, and a region with a failure must be treated as read-only.
+    public var persistFailure: MediaError? { failure.withLock { $0 } }
 
     public var baseAddress: UnsafeRawPointer { UnsafeRawPointer(base) }
 
@@ -101,7 +108,7 @@ public final class MappedPersistentMemory: PersistentMemory, @unchecked Sendable
             pmem_flush(base + offset, count)
         } else {
             // msync makes the pages durable before it returns: flush and fence in one.
-            _ = pmem_msync(base + offset, count)
+            msync(offset, count)
         }
     }
 
@@ -119,7 +126,14 @@ public final class MappedPersistentMemory: PersistentMemory, @unchecked Sendable
             pmem_memcpy_persist(base + offset, from, source.count)
         } else {
             memcpy(base + offset, from, source.count)
-            _ = pmem_msync(base + offset, source.count)
+            msync(offset, source.count)
+        }
+    }
+
+    private func msync(_ offset: Int, _ count: Int) {
+        if pmem_msync(base + offset, count) != 0 {
+            let error = MediaError.current("msync of \(count) bytes at \(offset) of \(path)")
+            failure.withLock { if $0 == nil { $0 = error } }
         }
     }
 }

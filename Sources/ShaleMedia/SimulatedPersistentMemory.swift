@@ -8,10 +8,15 @@
 //   from its trace, at any earlier event.
 
 import Glibc
+import Synchronization
 
 public final class RecordingPersistentMemory<Base: PersistentMemory>: PersistentMemory, @unchecked Sendable {
     public let base: Base
-    public private(set) var trace = PersistenceTrace()
+    /// Events from every thread, in the order they took the lock (the base is called under
+    /// it, so the trace order is the order the base saw).
+    private let recorded = Mutex(PersistenceTrace())
+
+    public var trace: PersistenceTrace { recorded.withLock { $0 } }
 
     public init(_ base: Base) { self.base = base }
 
@@ -19,38 +24,50 @@ public final class RecordingPersistentMemory<Base: PersistentMemory>: Persistent
     public var persistence: PersistenceKind { base.persistence }
     public var baseAddress: UnsafeRawPointer { base.baseAddress }
 
-    public func mark(_ label: String) { trace.mark(label) }
+    public func mark(_ label: String) { recorded.withLock { $0.mark(label) } }
 
     public func store(_ source: UnsafeRawBufferPointer, at offset: Int) {
-        trace.append(.store(offset: offset, bytes: Array(source)))
-        base.store(source, at: offset)
+        recorded.withLock { trace in
+            trace.append(.store(offset: offset, bytes: Array(source)))
+            base.store(source, at: offset)
+        }
     }
 
     public func storeWord(_ value: UInt64, at offset: Int) {
-        trace.append(.store(offset: offset, bytes: withUnsafeBytes(of: value.littleEndian) { Array($0) }))
-        base.storeWord(value, at: offset)
+        recorded.withLock { trace in
+            trace.append(.store(offset: offset, bytes: withUnsafeBytes(of: value.littleEndian) { Array($0) }))
+            base.storeWord(value, at: offset)
+        }
     }
 
     public func fill(_ byte: UInt8, at offset: Int, count: Int) {
-        trace.append(.store(offset: offset, bytes: [UInt8](repeating: byte, count: count)))
-        base.fill(byte, at: offset, count: count)
+        recorded.withLock { trace in
+            trace.append(.store(offset: offset, bytes: [UInt8](repeating: byte, count: count)))
+            base.fill(byte, at: offset, count: count)
+        }
     }
 
     public func flush(offset: Int, count: Int) {
-        trace.append(.flush(offset: offset, count: count))
-        base.flush(offset: offset, count: count)
+        recorded.withLock { trace in
+            trace.append(.flush(offset: offset, count: count))
+            base.flush(offset: offset, count: count)
+        }
     }
 
     public func fence() {
-        trace.append(.fence)
-        base.fence()
+        recorded.withLock { trace in
+            trace.append(.fence)
+            base.fence()
+        }
     }
 
     public func storePersist(_ source: UnsafeRawBufferPointer, at offset: Int) {
-        trace.append(.store(offset: offset, bytes: Array(source)))
-        trace.append(.flush(offset: offset, count: source.count))
-        trace.append(.fence)
-        base.storePersist(source, at: offset)
+        recorded.withLock { trace in
+            trace.append(.store(offset: offset, bytes: Array(source)))
+            trace.append(.flush(offset: offset, count: source.count))
+            trace.append(.fence)
+            base.storePersist(source, at: offset)
+        }
     }
 }
 
@@ -60,9 +77,12 @@ public final class SimulatedPersistentMemory: PersistentMemory, @unchecked Senda
     /// The image the region started from (zeros, or what `init(image:)` was given).
     public let initialImage: [UInt8]
     /// Every event since creation, when `recordsTrace` (the default).
-    public private(set) var trace = PersistenceTrace()
+    public var trace: PersistenceTrace { lock.withLock { _ in storedTrace } }
     public let recordsTrace: Bool
 
+    /// Guards the cache model and the trace: the layers above may call from several threads.
+    private let lock = Mutex(())
+    private var storedTrace = PersistenceTrace()
     private let model: CacheLineModel
     /// The program's view, kept in a stable allocation so `baseAddress` stays valid.
     private let memory: UnsafeMutableRawPointer
@@ -87,15 +107,15 @@ public final class SimulatedPersistentMemory: PersistentMemory, @unchecked Senda
     public var baseAddress: UnsafeRawPointer { UnsafeRawPointer(memory) }
 
     /// Lines whose newest contents a crash now could lose.
-    public var pendingLines: [Int] { model.pendingLines }
+    public var pendingLines: [Int] { lock.withLock { _ in model.pendingLines } }
 
     /// What is guaranteed on the media now.
-    public var durableImage: [UInt8] { model.durable }
+    public var durableImage: [UInt8] { lock.withLock { _ in model.durable } }
 
-    public func mark(_ label: String) { if recordsTrace { trace.mark(label) } }
+    public func mark(_ label: String) { lock.withLock { _ in if recordsTrace { storedTrace.mark(label) } } }
 
     /// The image a crash now leaves, with `fate` chosen per pending line.
-    public func crashImage(fate: (Int) -> LineFate) -> [UInt8] { model.crashImage(fate: fate) }
+    public func crashImage(fate: (Int) -> LineFate) -> [UInt8] { lock.withLock { _ in model.crashImage(fate: fate) } }
 
     /// The cache state after the first `eventCount` recorded events, to materialise a crash
     /// at that point: `crashState(afterEvents: n).crashImage(fate:)`.
@@ -105,15 +125,17 @@ public final class SimulatedPersistentMemory: PersistentMemory, @unchecked Senda
     }
 
     private func record(_ event: PersistenceEvent) {
-        if recordsTrace { trace.append(event) }
+        if recordsTrace { storedTrace.append(event) }
     }
 
     public func store(_ source: UnsafeRawBufferPointer, at offset: Int) {
         checkRange(offset, source.count)
         guard source.count > 0 else { return }
-        (memory + offset).copyMemory(from: source.baseAddress!, byteCount: source.count)
-        model.store(source, at: offset)
-        if recordsTrace { trace.append(.store(offset: offset, bytes: Array(source))) }
+        lock.withLock { _ in
+            (memory + offset).copyMemory(from: source.baseAddress!, byteCount: source.count)
+            model.store(source, at: offset)
+            record(.store(offset: offset, bytes: Array(source)))
+        }
     }
 
     public func storeWord(_ value: UInt64, at offset: Int) {
@@ -127,13 +149,17 @@ public final class SimulatedPersistentMemory: PersistentMemory, @unchecked Senda
 
     public func flush(offset: Int, count: Int) {
         checkRange(offset, count)
-        model.flush(offset: offset, count: count)
-        record(.flush(offset: offset, count: count))
+        lock.withLock { _ in
+            model.flush(offset: offset, count: count)
+            record(.flush(offset: offset, count: count))
+        }
     }
 
     public func fence() {
-        model.fence()
-        record(.fence)
+        lock.withLock { _ in
+            model.fence()
+            record(.fence)
+        }
     }
 
     public func storePersist(_ source: UnsafeRawBufferPointer, at offset: Int) {

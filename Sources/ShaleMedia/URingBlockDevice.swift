@@ -97,7 +97,11 @@ public final class URingBlockDevice: BlockDevice, @unchecked Sendable {
     public static func open(path: String, ringEntries: Int = defaultRingEntries, direct: Bool = true) throws(MediaError) -> URingBlockDevice {
         let operation = "opening block device \(path)"
         try checkRingEntries(ringEntries, operation)
-        let fd = try openRetryingEINTR(path, O_RDWR | O_CLOEXEC, 0, operation)
+        // A block device is opened exclusively (O_EXCL): one that is mounted, or claimed by
+        // another exclusive opener, is EBUSY instead of silently shared.
+        var before = stat()
+        let isBlock = stat(path, &before) == 0 && before.st_mode & S_IFMT == S_IFBLK
+        let fd = try openRetryingEINTR(path, O_RDWR | O_CLOEXEC | (isBlock ? O_EXCL : 0), 0, operation)
         do throws(MediaError) {
             var info = stat()
             guard fstat(fd, &info) == 0 else { throw MediaError.current(operation, detail: "fstat") }
@@ -482,8 +486,12 @@ final class Ring: @unchecked Sendable {
         while accepted > 0 {
             var cqe: UnsafeMutablePointer<io_uring_cqe>?
             let waitRC = io_uring_wait_cqe(ring, &cqe)
-            if waitRC == -EINTR { continue }
-            guard waitRC == 0, let completion = cqe else { break }  // nothing more we can do
+            if waitRC == -EINTR || waitRC == -EAGAIN || waitRC == -EBUSY { continue }
+            // The kernel still owns buffers of requests it accepted; returning now would let
+            // it write into memory the caller is about to reuse. Nothing safe remains.
+            guard waitRC == 0, let completion = cqe else {
+                fatalError("io_uring lost track of \(accepted) in-flight requests on \(path) (\(Errno(rawValue: -waitRC)))")
+            }
             io_uring_cqe_seen(ring, completion)
             accepted -= 1
             inFlight -= 1

@@ -33,8 +33,9 @@ struct ByteSize: ExpressibleByArgument, Equatable, CustomStringConvertible {
         }
         guard let fractional = Double(number), fractional.isFinite, fractional >= 0 else { return nil }
         let product = fractional * Double(multiplier)
-        guard product < 1.8e19 else { return nil }
-        return UInt64(product.rounded())
+        // A fraction must come to whole bytes ("1.5K" is 1536; "0.1K" and "1.5" are refused).
+        guard product < 1.8e19, product == product.rounded() else { return nil }
+        return UInt64(product)
     }
 
     var description: String { ByteSize.format(bytes) }
@@ -43,7 +44,8 @@ struct ByteSize: ExpressibleByArgument, Equatable, CustomStringConvertible {
     static func format(_ bytes: UInt64) -> String {
         let units: [(String, UInt64)] = [("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)]
         for (name, size) in units where bytes >= size {
-            let tenths = (bytes * 10 + size / 2) / size
+            // Divide first: bytes * 10 would overflow for sizes near 2^64.
+            let tenths = bytes / size * 10 + ((bytes % size) * 10 + size / 2) / size
             return tenths % 10 == 0 ? "\(tenths / 10) \(name)" : "\(tenths / 10).\(tenths % 10) \(name)"
         }
         return "\(bytes) B"

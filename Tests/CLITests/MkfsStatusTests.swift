@@ -85,6 +85,11 @@ struct MkfsStatusTests {
         (["--log-size", "4M", "--log-regions", "64"], "too small"),
         (["--ssd-size", "1G", "--ssd-segment", "1G"], "segment"),
         (["--label", String(repeating: "x", count: 65)], "label"),
+        (["--nvm-size", "0.1K"], "nvm-size"),
+        (["--log-regions", "16", "--log-size", "1048576T"], "too small"),
+        (["--log-size", "2000000T"], "absurdly large"),
+        (["--log-regions", "4096"], "too small"),
+        (["--ssd", "/tmp/a\nb"], "line break"),
     ])
     func mkfsRejectsBadSizesClearly(extra: [String], message: String) throws {
         let scratch = Scratch()
@@ -93,7 +98,21 @@ struct MkfsStatusTests {
         let result = try ShaleCommand.run(base + extra)
         #expect(result.status != 0)
         #expect(result.all.contains(message), "\(result.all)")
+        // Nothing was made: a bad option never leaves media behind.
         #expect(!FileManager.default.fileExists(atPath: scratch.path("shale.volume")))
+        #expect(!FileManager.default.fileExists(atPath: scratch.path("ssd.img")))
+        #expect(!FileManager.default.fileExists(atPath: scratch.nvm))
+        let leftovers = try FileManager.default.contentsOfDirectory(atPath: "/dev/shm").filter { $0.hasPrefix(URL(fileURLWithPath: scratch.nvm).lastPathComponent) }
+        #expect(leftovers.isEmpty, "\(leftovers)")
+    }
+
+    @Test func aBadOptionWithForceKeepsTheOldVolume() throws {
+        let scratch = Scratch()
+        #expect(try ShaleCommand.run(scratch.smallMkfs).status == 0)
+        let before = try ShaleCommand.run(["status", scratch.directory]).stdout
+        let result = try ShaleCommand.run(scratch.smallMkfs + ["--force", "--label", String(repeating: "y", count: 80)])
+        #expect(result.status != 0)
+        #expect(try ShaleCommand.run(["status", scratch.directory]).stdout == before)
     }
 
     @Test func statusRepairsOneDamagedSuperblockCopy() throws {

@@ -102,6 +102,42 @@ struct FormatterTests {
         #expect(opened > 0 && refused > 0)
     }
 
+    /// Inside the superblock writes, at every single event (not only at fences), with the
+    /// pending lines kept, dropped or torn: a crash never leaves "both copies damaged".
+    @Test func crashInsideTheSuperblockWritesIsNothingOrTheWholeVolume() throws {
+        let nvm = SimulatedPersistentMemory(byteCount: 40 << 20)
+        let lower = lowerDevices()
+        let made = try Formatter.format(nvm: nvm, nvmPathHint: "sim.nvm", lowerDevices: lower, options: options())
+        let events = nvm.trace.events
+        // The superblock writes are the last events: from the first store into copy B on.
+        let firstSuperblockStore = try #require(events.lastIndex { event in
+            if case let .store(offset, _) = event { return offset >= 2 * 4096 } else { return false }
+        }) + 1
+        var generator = SplitMix64(seed: 5)
+        var outcomes: Set<String> = []
+        let model = nvm.trace.replay(initialImage: nvm.initialImage, eventCount: firstSuperblockStore)
+        for index in firstSuperblockStore ... events.count {
+            if index > firstSuperblockStore { model.apply(events[index - 1]) }
+            var fates: [LineFate] = [.keep, .drop]
+            for _ in 0 ..< 6 { fates.append(.tear(wordMask: UInt8.random(in: 0 ... 255, using: &generator))) }
+            for fate in fates {
+                let crashed = SimulatedPersistentMemory(image: model.crashImage { _ in fate }, recordsTrace: false)
+                do {
+                    let volume = try open(crashed, lower)
+                    #expect(volume.superblock.volumeID == made.volumeID)
+                    outcomes.insert("opened")
+                } catch let error as VolumeError {
+                    guard case .notShale = error else {
+                        Issue.record("crash after event \(index) with \(fate): \(error)")
+                        continue
+                    }
+                    outcomes.insert("not shale")
+                }
+            }
+        }
+        #expect(outcomes == ["opened", "not shale"])
+    }
+
     @Test func remkfsNeverLeavesTheOldSuperblockOverNewStructures() throws {
         let nvm = SimulatedPersistentMemory(byteCount: 40 << 20, recordsTrace: false)
         let lower = lowerDevices()

@@ -98,3 +98,22 @@ struct BufferedBlockDeviceTests {
         #expect(throws: MediaError.self) { try reopened.read(into: got.slice(1, 4096), at: 0) }
     }
 }
+
+struct EmptyRequestTests {
+    /// Both devices refuse an empty request the same way, before any I/O.
+    @Test func emptyRequestsAreInvalidOnEveryDevice() throws {
+        let path = "/tmp/shale-empty-\(getpid())-\(UInt32.random(in: 0 ... .max)).img"
+        defer { unlink(path) }
+        let buffer = AlignedBuffer(byteCount: 4096)
+        let empty = buffer.slice(0, 0)
+        for device: any BlockDevice in [try URingBlockDevice.create(path: path, byteCount: 1 << 20), SimulatedBlockDevice(byteCount: 1 << 20)] {
+            do {
+                try device.write(empty, at: 0)
+                Issue.record("\(type(of: device)) accepted an empty write")
+            } catch {
+                #expect(error.errno == .invalidArgument)
+                #expect(error.description.contains("empty request"))
+            }
+        }
+    }
+}
