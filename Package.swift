@@ -9,6 +9,7 @@ let package = Package(
         .executable(name: "shale", targets: ["shale"]),
         .library(name: "ShaleMedia", targets: ["ShaleMedia"]),
         .library(name: "ShaleFormat", targets: ["ShaleFormat"]),
+        .library(name: "LibFS", targets: ["LibFS"]),
         .library(name: "KernFS", targets: ["KernFS"]),
     ],
     dependencies: [
@@ -30,8 +31,10 @@ let package = Package(
                                .product(name: "SystemPackage", package: "swift-system")]),
         // Layer 2: the on-media format, shared by every writer and reader.
         .target(name: "ShaleFormat", dependencies: ["CCRC32C"]),
+        // Layer 3: the per-process operation log and the POSIX-shaped API.
+        .target(name: "LibFS", dependencies: ["ShaleMedia", "ShaleFormat"]),
         // Layer 4 (kernel role): owns the shared area; today formatting and opening a volume.
-        .target(name: "KernFS", dependencies: ["ShaleMedia", "ShaleFormat"]),
+        .target(name: "KernFS", dependencies: ["LibFS", "ShaleMedia", "ShaleFormat"]),
         // Tools: the one CLI.
         .executableTarget(name: "shale",
                           dependencies: ["KernFS", "ShaleFormat", "ShaleMedia",
@@ -39,7 +42,8 @@ let package = Package(
 
         .testTarget(name: "ShaleMediaTests", dependencies: ["ShaleMedia"]),
         .testTarget(name: "ShaleFormatTests", dependencies: ["ShaleFormat"]),
-        .testTarget(name: "KernFSTests", dependencies: ["KernFS", "ShaleFormat", "ShaleMedia"]),
+        .testTarget(name: "LibFSTests", dependencies: ["LibFS", "ShaleFormat", "ShaleMedia"]),
+        .testTarget(name: "KernFSTests", dependencies: ["KernFS", "LibFS", "ShaleFormat", "ShaleMedia"]),
         .testTarget(name: "CLITests", dependencies: ["shale", "ShaleFormat"]),
     ],
     swiftLanguageModes: [.v6]

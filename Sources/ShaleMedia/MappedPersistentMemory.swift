@@ -118,6 +118,18 @@ public final class MappedPersistentMemory: PersistentMemory, @unchecked Sendable
     }
 
     @inline(__always)
+    public func storeFlush(_ source: UnsafeRawBufferPointer, at offset: Int) {
+        checkRange(offset, source.count)
+        guard let from = source.baseAddress else { return }
+        if usesCPUFlush {
+            pmem_memcpy_nodrain(base + offset, from, source.count)
+        } else {
+            memcpy(base + offset, from, source.count)
+            msync(offset, source.count)
+        }
+    }
+
+    @inline(__always)
     public func storePersist(_ source: UnsafeRawBufferPointer, at offset: Int) {
         checkRange(offset, source.count)
         guard let from = source.baseAddress else { return }

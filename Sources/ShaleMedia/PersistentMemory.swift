@@ -39,6 +39,10 @@ public protocol PersistentMemory: AnyObject {
     func flush(offset: Int, count: Int)
     /// Waits until every flush issued before it is durable.
     func fence()
+    /// store + flush without the fence: durable at the next `fence` (libpmem's
+    /// `pmem_memcpy_nodrain`, non-temporal stores for large copies). Several of these and one
+    /// fence make one commit.
+    func storeFlush(_ source: UnsafeRawBufferPointer, at offset: Int)
     /// store + flush + fence, durable on return (libpmem may use non-temporal stores).
     func storePersist(_ source: UnsafeRawBufferPointer, at offset: Int)
 }

@@ -61,6 +61,14 @@ public final class RecordingPersistentMemory<Base: PersistentMemory>: Persistent
         }
     }
 
+    public func storeFlush(_ source: UnsafeRawBufferPointer, at offset: Int) {
+        recorded.withLock { trace in
+            trace.append(.store(offset: offset, bytes: Array(source)))
+            trace.append(.flush(offset: offset, count: source.count))
+            base.storeFlush(source, at: offset)
+        }
+    }
+
     public func storePersist(_ source: UnsafeRawBufferPointer, at offset: Int) {
         recorded.withLock { trace in
             trace.append(.store(offset: offset, bytes: Array(source)))
@@ -162,9 +170,13 @@ public final class SimulatedPersistentMemory: PersistentMemory, @unchecked Senda
         }
     }
 
-    public func storePersist(_ source: UnsafeRawBufferPointer, at offset: Int) {
+    public func storeFlush(_ source: UnsafeRawBufferPointer, at offset: Int) {
         store(source, at: offset)
         flush(offset: offset, count: source.count)
+    }
+
+    public func storePersist(_ source: UnsafeRawBufferPointer, at offset: Int) {
+        storeFlush(source, at: offset)
         fence()
     }
 }

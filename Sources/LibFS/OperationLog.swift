@@ -1,0 +1,213 @@
+// LibFS — layer 3 of Shale: what an application links to use the file system.
+//
+// Offers (so far): `OperationLog`, the process's private operation log in its NVM log
+// region. Every mutating operation is appended as one sealed record (docs/format.md "Log
+// records") and is durable when `append` returns.
+// Needs: ShaleMedia (`PersistentMemory`) and ShaleFormat (record framing and payloads). The
+// region itself is granted by KernFS (`LogGrant`), which also reports how far it has digested
+// so that space can be reused; LibFS never writes the log table.
+//
+// Durability points of an append: bulk data (store + flush, no fence), then header and
+// payload (store + flush, no fence), then ONE fence: the commit point. A record whose fence
+// did not complete can be torn in any way the hardware allows and still never reads as
+// committed: its header and body checksums, sequence number and epoch see to that.
+// Wrapping to the start of the region writes a `wrap` record with a fence of its own first
+// (rare: once per lap), so that a record at offset 0 is never found without the wrap that
+// leads to it.
+
+import ShaleFormat
+import ShaleMedia
+
+/// A log region handed to one LibFS instance by KernFS.
+public struct LogGrant: Sendable, Equatable {
+    /// Index of the region in the log table.
+    public var region: Int
+    /// NVM byte offset and size of the region.
+    public var regionOffset: UInt64
+    public var regionBytes: UInt64
+    /// The region's epoch for this owner; records carry its low 32 bits.
+    public var epoch: UInt64
+    /// Where the first record goes, and its sequence number.
+    public var startOffset: UInt64
+    public var startSequence: UInt64
+    /// The volume's checksum seed (records use the region's record seed derived from it).
+    public var volumeSeed: UInt32
+
+    public init(region: Int, regionOffset: UInt64, regionBytes: UInt64, epoch: UInt64, startOffset: UInt64,
+                startSequence: UInt64, volumeSeed: UInt32) {
+        self.region = region
+        self.regionOffset = regionOffset
+        self.regionBytes = regionBytes
+        self.epoch = epoch
+        self.startOffset = startOffset
+        self.startSequence = startSequence
+        self.volumeSeed = volumeSeed
+    }
+
+    public var recordSeed: UInt32 {
+        LogRecordHeader.recordSeed(volumeSeed: volumeSeed, region: UInt32(region), epoch: epoch)
+    }
+}
+
+public enum LogError: Error, Equatable, CustomStringConvertible {
+    /// Not enough undigested space: digest, then retry.
+    case full(neededBytes: UInt64, freeBytes: UInt64)
+    /// The record can never fit in this region.
+    case tooLarge(recordBytes: UInt64, regionBytes: UInt64)
+
+    public var description: String {
+        switch self {
+        case let .full(needed, free): "operation log full: \(needed) bytes needed, \(free) free until the next digest"
+        case let .tooLarge(record, region): "a record of \(record) bytes cannot fit in a log region of \(region) bytes"
+        }
+    }
+}
+
+/// One process's operation log. Not thread-safe: the file-system layer above serialises
+/// appends (a short critical section: NVM stores only, no block I/O).
+public final class OperationLog<NVM: PersistentMemory>: @unchecked Sendable {
+    /// Largest payload of one record (a 64 KiB xattr value with its name and fields).
+    public static var payloadBytesMax: Int { 80 * 1024 }
+
+    public let grant: LogGrant
+    public let nvm: NVM
+    private let regionBase: Int
+    private let regionBytes: UInt64
+    private let seed: UInt32
+    private let epochLow: UInt32
+
+    /// Region offset of the next record.
+    public private(set) var head: UInt64
+    public private(set) var nextSequence: UInt64
+    /// Region offset and sequence of the first record not yet digested.
+    public private(set) var tail: UInt64
+    public private(set) var tailSequence: UInt64
+    /// Bytes between tail and head, wrap padding included.
+    public private(set) var usedBytes: UInt64 = 0
+
+    /// Header and payload are assembled here, then stored with one copy.
+    private let scratch: UnsafeMutableRawBufferPointer
+
+    public init(nvm: NVM, grant: LogGrant) {
+        precondition(grant.regionBytes >= LogRegionDescriptor.regionBytesMin && grant.regionBytes % 8 == 0)
+        precondition(grant.regionOffset + grant.regionBytes <= UInt64(nvm.byteCount))
+        precondition(grant.startOffset < grant.regionBytes && grant.startOffset % 8 == 0)
+        self.nvm = nvm
+        self.grant = grant
+        regionBase = Int(grant.regionOffset)
+        regionBytes = grant.regionBytes
+        seed = grant.recordSeed
+        epochLow = UInt32(truncatingIfNeeded: grant.epoch)
+        let start = grant.startOffset + UInt64(LogRecordHeader.encodedBytes) > grant.regionBytes ? 0 : grant.startOffset
+        head = start
+        tail = start
+        nextSequence = grant.startSequence
+        tailSequence = grant.startSequence
+        scratch = .allocate(byteCount: LogRecordHeader.encodedBytes + Self.payloadBytesMax, alignment: 64)
+    }
+
+    deinit { scratch.deallocate() }
+
+    public var capacityBytes: UInt64 { regionBytes }
+    public var freeBytes: UInt64 { regionBytes - usedBytes }
+
+    /// Appends one record and returns its sequence number once it is durable.
+    /// `encodePayload` writes exactly `payloadBytes` bytes into the buffer it is given.
+    @discardableResult
+    public func append(_ type: LogRecordType, payloadBytes: Int, data: UnsafeRawBufferPointer,
+                       encodePayload: (UnsafeMutableRawBufferPointer) -> Void) throws(LogError) -> UInt64 {
+        precondition(type != .wrap && payloadBytes >= 0 && payloadBytes <= Self.payloadBytesMax)
+        precondition(data.count <= Int(UInt32.max))
+        let headerBytes = UInt64(LogRecordHeader.encodedBytes)
+        var start = head
+        var parts = LogRecordHeader.extent(at: start, payloadBytes: UInt32(payloadBytes), dataBytes: UInt32(data.count))
+        var padding: UInt64 = 0
+        if parts.end > regionBytes {
+            // Does not fit before the end of the region: wrap to its start.
+            padding = regionBytes - start
+            start = 0
+            parts = LogRecordHeader.extent(at: 0, payloadBytes: UInt32(payloadBytes), dataBytes: UInt32(data.count))
+            guard parts.end <= regionBytes else { throw .tooLarge(recordBytes: parts.end, regionBytes: regionBytes) }
+        }
+        let needed = padding + (parts.end - start)
+        guard needed <= freeBytes else { throw .full(neededBytes: needed, freeBytes: freeBytes) }
+
+        if padding > 0 {
+            if padding >= headerBytes {
+                // Durable point: the wrap record, with its own fence (once per lap).
+                let wrap = LogRecordHeader(sequence: nextSequence, epoch: epochLow, type: .wrap, payloadBytes: 0, dataBytes: 0,
+                                           bodyCRC: LogRecordHeader.bodyChecksum(payload: UnsafeRawBufferPointer(start: nil, count: 0),
+                                                                                 data: UnsafeRawBufferPointer(start: nil, count: 0), seed: seed))
+                let wrapHeader = UnsafeMutableRawBufferPointer(rebasing: scratch[0 ..< LogRecordHeader.encodedBytes])
+                wrap.encode(into: wrapHeader, seed: seed)
+                nvm.storePersist(UnsafeRawBufferPointer(wrapHeader), at: regionBase + Int(head))
+                nextSequence += 1
+            }
+            usedBytes += padding
+            head = 0
+        }
+
+        // Durable point 1: the bulk data, flushed but not yet fenced.
+        if data.count > 0 {
+            nvm.storeFlush(data, at: regionBase + Int(parts.dataOffset))
+        }
+        // Durable point 2: header and payload, flushed but not yet fenced.
+        let payload = UnsafeMutableRawBufferPointer(rebasing: scratch[LogRecordHeader.encodedBytes ..< LogRecordHeader.encodedBytes + payloadBytes])
+        encodePayload(payload)
+        let header = LogRecordHeader(sequence: nextSequence, epoch: epochLow, type: type,
+                                     payloadBytes: UInt32(payloadBytes), dataBytes: UInt32(data.count),
+                                     bodyCRC: LogRecordHeader.bodyChecksum(payload: UnsafeRawBufferPointer(payload), data: data, seed: seed))
+        header.encode(into: scratch, seed: seed)
+        let record = UnsafeRawBufferPointer(rebasing: scratch[0 ..< LogRecordHeader.encodedBytes + payloadBytes])
+        nvm.storeFlush(record, at: regionBase + Int(start))
+        // Commit point: one fence makes data, payload and header durable together.
+        nvm.fence()
+
+        let sequence = nextSequence
+        nextSequence += 1
+        usedBytes += parts.end - start
+        head = parts.end
+        // Fewer than a header's bytes left: the next record starts at 0, as a reader assumes
+        // (LogScanner); the rest of the region is padding until the tail passes it.
+        if head + headerBytes > regionBytes {
+            usedBytes += regionBytes - head
+            head = 0
+        }
+        return sequence
+    }
+
+    /// Appends a record whose payload is a byte array (tests, tools; the hot path encodes in place).
+    @discardableResult
+    public func append(_ type: LogRecordType, payload: [UInt8], data: [UInt8] = []) throws(LogError) -> UInt64 {
+        let result: Result<UInt64, LogError> = data.withUnsafeBytes { dataBytes in
+            do throws(LogError) {
+                return .success(try append(type, payloadBytes: payload.count, data: dataBytes) { buffer in
+                    buffer.copyBytes(from: payload)
+                })
+            } catch {
+                return .failure(error)
+            }
+        }
+        return try result.get()
+    }
+
+    /// KernFS has durably digested every record before (`offset`, `sequence`) (its digest
+    /// cursor, as the scanner left it): their space may be reused.
+    public func reclaim(upTo offset: UInt64, sequence: UInt64) {
+        precondition(sequence >= tailSequence && sequence <= nextSequence, "digest cursor outside the log")
+        let newTail = offset + UInt64(LogRecordHeader.encodedBytes) > regionBytes ? 0 : offset
+        let freed: UInt64
+        if sequence == tailSequence {
+            freed = 0
+        } else if newTail > tail {
+            freed = newTail - tail
+        } else {
+            freed = regionBytes - tail + newTail
+        }
+        precondition(freed <= usedBytes, "digest cursor beyond the head of the log")
+        usedBytes -= freed
+        tail = newTail
+        tailSequence = sequence
+        assert(sequence != nextSequence || (usedBytes == 0 && tail == head), "everything digested, yet space is in use")
+    }
+}

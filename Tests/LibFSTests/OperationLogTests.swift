@@ -1,0 +1,168 @@
+import Testing
+@testable import LibFS
+@testable import ShaleFormat
+@testable import ShaleMedia
+
+/// The operation log, run on simulated NVM so that every crash the hardware allows can be
+/// materialised, and read back with the recovery scanner of the format layer.
+struct OperationLogTests {
+    static let regionOffset: UInt64 = 64 * 1024
+    static let volumeSeed: UInt32 = 0x5EED_1234
+
+    static func makeLog(regionBytes: UInt64 = 128 * 1024, epoch: UInt64 = 3) -> (SimulatedPersistentMemory, OperationLog<SimulatedPersistentMemory>) {
+        let nvm = SimulatedPersistentMemory(byteCount: Int(regionOffset + regionBytes + 4096))
+        let grant = LogGrant(region: 2, regionOffset: regionOffset, regionBytes: regionBytes, epoch: epoch,
+                             startOffset: 0, startSequence: 1, volumeSeed: volumeSeed)
+        return (nvm, OperationLog(nvm: nvm, grant: grant))
+    }
+
+    struct Appended: Equatable {
+        var sequence: UInt64
+        var type: LogRecordType
+        var payload: [UInt8]
+        var data: [UInt8]
+    }
+
+    /// Reads the committed records of a region image from (offset, sequence), as recovery does.
+    static func scan(_ image: [UInt8], grant: LogGrant, from offset: UInt64, sequence: UInt64)
+        -> (records: [Appended], damage: [LogDamage], end: LogEnd?, cursor: (UInt64, UInt64)) {
+        let start = Int(grant.regionOffset)
+        return image[start ..< start + Int(grant.regionBytes)].withUnsafeBytes { region in
+            var scanner = LogScanner(region: region, epoch: UInt32(truncatingIfNeeded: grant.epoch), seed: grant.recordSeed,
+                                     startOffset: offset, startSequence: sequence)
+            var records: [Appended] = []
+            while let record = scanner.next() {
+                let payload = Array(region[Int(record.payloadOffset) ..< Int(record.payloadOffset) + Int(record.header.payloadBytes)])
+                let data = Array(region[Int(record.dataOffset) ..< Int(record.dataOffset) + Int(record.header.dataBytes)])
+                records.append(Appended(sequence: record.header.sequence, type: record.header.type, payload: payload, data: data))
+            }
+            return (records, scanner.damage, scanner.end, (scanner.offset, scanner.nextSequence))
+        }
+    }
+
+    static func randomRecord(_ generator: inout SplitMix64, maxData: Int = 9000) -> (LogRecordType, [UInt8], [UInt8]) {
+        let types: [LogRecordType] = [.create, .write, .unlink, .setattr, .rename]
+        let type = types[Int(generator.next() % UInt64(types.count))]
+        let payload = generator.bytes(Int(generator.next() % 300))
+        let data = type == .write && generator.next() % 2 == 0 ? generator.bytes(1 + Int(generator.next() % UInt64(maxData))) : []
+        return (type, payload, data)
+    }
+
+    @Test func recordsReadBackInOrderAcrossManyLaps() throws {
+        let (nvm, log) = Self.makeLog()
+        var generator = SplitMix64(seed: 1)
+        var pending: [Appended] = []
+        var laps = 0
+        for _ in 0 ..< 1500 {
+            let (type, payload, data) = Self.randomRecord(&generator)
+            let headBefore = log.head
+            do {
+                let sequence = try log.append(type, payload: payload, data: data)
+                pending.append(Appended(sequence: sequence, type: type, payload: payload, data: data))
+                if log.head < headBefore { laps += 1 }
+            } catch {
+                guard case .full = error else { Issue.record("\(error)"); return }
+                // Digest: everything committed is read back exactly, then its space is reclaimed.
+                let scanned = Self.scan(nvm.durableImage, grant: log.grant, from: log.tail, sequence: log.tailSequence)
+                #expect(scanned.records == pending)
+                #expect(scanned.damage.isEmpty)
+                log.reclaim(upTo: scanned.cursor.0, sequence: scanned.cursor.1)
+                #expect(log.usedBytes == 0 && log.freeBytes == log.capacityBytes)
+                pending.removeAll()
+            }
+        }
+        #expect(laps >= 5, "the test must wrap the region several times")
+        let scanned = Self.scan(nvm.durableImage, grant: log.grant, from: log.tail, sequence: log.tailSequence)
+        #expect(scanned.records == pending)
+    }
+
+    @Test func eachAppendIsOneFenceAndLeavesNothingPending() throws {
+        let (nvm, log) = Self.makeLog()
+        try log.append(.create, payload: [1, 2, 3])  // warm-up, no wrap afterwards
+        for data in [[UInt8](), [UInt8](repeating: 7, count: 4096)] {
+            let before = nvm.trace.fenceCount
+            try log.append(.write, payload: Array(repeating: 9, count: 40), data: data)
+            #expect(nvm.trace.fenceCount == before + 1)
+            #expect(nvm.pendingLines.isEmpty, "durable on return")
+        }
+    }
+
+    @Test func smallRecordsStayCompact() throws {
+        let (_, log) = Self.makeLog()
+        try log.append(.create, payload: Array(repeating: 1, count: 60))
+        #expect(log.usedBytes == 96, "32-byte header + 60 bytes, rounded to 8: no block per record")
+        try log.append(.write, payload: Array(repeating: 2, count: 40), data: Array(repeating: 3, count: 4096))
+        #expect(log.usedBytes == 8192, "bulk data starts at the next 4096-byte boundary")
+    }
+
+    @Test func fullLogRefusesUntilReclaimed() throws {
+        let (_, log) = Self.makeLog(regionBytes: 64 * 1024)
+        var appended = 0
+        var lastSequence: UInt64 = 0
+        while true {
+            do {
+                lastSequence = try log.append(.write, payload: [1], data: Array(repeating: 5, count: 4096))
+                appended += 1
+            } catch {
+                #expect(error == .full(neededBytes: 8192, freeBytes: log.freeBytes))
+                break
+            }
+        }
+        #expect(appended == 8)
+        #expect(log.freeBytes < 8192)
+        // KernFS digested the first three records: their space is reusable.
+        log.reclaim(upTo: 3 * 8192, sequence: 4)
+        try log.append(.write, payload: [1], data: Array(repeating: 5, count: 4096))
+        #expect(log.nextSequence == lastSequence + 2)
+    }
+
+    @Test func aRecordLargerThanTheRegionIsRefused() {
+        let (_, log) = Self.makeLog(regionBytes: 64 * 1024)
+        #expect(throws: LogError.tooLarge(recordBytes: 4096 + 65536, regionBytes: 65536)) {
+            try log.append(.write, payload: [1], data: Array(repeating: 0, count: 65536))
+        }
+    }
+
+    /// The durability contract at the log's level: a crash at ANY event, with unfenced lines
+    /// kept, dropped or torn, leaves exactly a prefix of the appends that contains every
+    /// append that returned; a torn record is a clean end, never reported damage. The log
+    /// starts near the end of its region so that the crash points include a wrap.
+    @Test func crashAtAnyEventLeavesAPrefixWithEveryReturnedAppend() throws {
+        let regionBytes: UInt64 = 512 * 1024
+        let nvm = SimulatedPersistentMemory(byteCount: Int(Self.regionOffset + regionBytes))
+        let start = regionBytes - 5000
+        let grant = LogGrant(region: 1, regionOffset: Self.regionOffset, regionBytes: regionBytes, epoch: 9,
+                             startOffset: start, startSequence: 1, volumeSeed: Self.volumeSeed)
+        let log = OperationLog(nvm: nvm, grant: grant)
+        var generator = SplitMix64(seed: 2)
+        var appended: [Appended] = []
+        var returnedAt: [Int] = []  // event count when append i returned
+        var wrapped = false
+        while appended.count < 40 {
+            let (type, payload, data) = Self.randomRecord(&generator, maxData: 6000)
+            let sequence = try log.append(type, payload: payload, data: data)
+            appended.append(Appended(sequence: sequence, type: type, payload: payload, data: data))
+            returnedAt.append(nvm.trace.events.count)
+            if log.head < start { wrapped = true }
+        }
+        #expect(wrapped)
+        let events = nvm.trace.events
+        let model = CacheLineModel(image: nvm.initialImage)
+        var tornSeen = false
+        for eventCount in 0 ... events.count {
+            if eventCount > 0 { model.apply(events[eventCount - 1]) }
+            let mustHave = returnedAt.filter { $0 <= eventCount }.count
+            var fates: [LineFate] = [.keep, .drop]
+            for _ in 0 ..< 3 { fates.append(.tear(wordMask: UInt8(truncatingIfNeeded: generator.next()))) }
+            for fate in fates {
+                let scanned = Self.scan(model.crashImage { _ in fate }, grant: grant, from: start, sequence: 1)
+                #expect(scanned.damage.isEmpty, "event \(eventCount), \(fate): \(scanned.damage)")
+                #expect(Array(appended.prefix(scanned.records.count)) == scanned.records, "not a prefix at event \(eventCount)")
+                #expect(scanned.records.count >= mustHave,
+                        "event \(eventCount), \(fate): \(scanned.records.count) records, but \(mustHave) appends had returned")
+                if case .tornTail = scanned.end { tornSeen = true }
+            }
+        }
+        #expect(tornSeen, "some crash point must tear a record")
+    }
+}
