@@ -37,6 +37,20 @@ struct CRC32CTests {
         }
     }
 
+    /// Long buffers take the three-lane paths (768-byte and 24 KiB lanes) of the hardware code.
+    @Test func hardwareAndSoftwareAgreeOnLongBuffers() {
+        var generator = SplitMix(seed: 9)
+        let data = (0 ..< 70_000).map { _ in UInt8(truncatingIfNeeded: generator.next()) }
+        data.withUnsafeBytes { all in
+            for length in [767, 768, 769, 4096, 4096 + 40, 8191, 24_575, 24_576, 24_577, 50_000, 69_990] {
+                for start in [0, 3, 8] {
+                    let slice = UnsafeRawBufferPointer(rebasing: all[start ..< start + length])
+                    #expect(CRC32C.checksum(slice) == CRC32C.softwareChecksum(slice), "length \(length) at \(start)")
+                }
+            }
+        }
+    }
+
     @Test func updateContinuesAChecksum() {
         let a = Array("hello, ".utf8), b = Array("world".utf8)
         let whole = CRC32C.checksum(a + b)

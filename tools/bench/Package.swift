@@ -11,7 +11,8 @@ let package = Package(
     ],
     targets: [
         .executableTarget(name: "shale-bench",
-                          dependencies: [.product(name: "ShaleMedia", package: "Shale")]),
+                          dependencies: [.product(name: "ShaleMedia", package: "Shale"),
+                                         .product(name: "LibFS", package: "Shale")]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -10,6 +10,8 @@
 
 import CPmem
 import Glibc
+import LibFS
+import ShaleFormat
 import ShaleMedia
 
 func nowNanoseconds() -> UInt64 {
@@ -115,6 +117,89 @@ func persistBenchmark() {
     }
 }
 
+// MARK: - Log append latency through OperationLog vs the persist floor
+
+/// Appends `operations` records, reclaiming the whole log (as a digest would) whenever it
+/// fills, outside the timed region; returns nanoseconds per append.
+@inline(never)
+func appendLoop(_ log: OperationLog<MappedPersistentMemory>, payloadBytes: Int, data: UnsafeRawBufferPointer, operations: Int) -> Double {
+    var elapsed: UInt64 = 0
+    var done = 0
+    while done < operations {
+        let start = nowNanoseconds()
+        var batch = 0
+        while done + batch < operations {
+            do {
+                try log.append(.write, payloadBytes: payloadBytes, data: data) { buffer in
+                    buffer.initializeMemory(as: UInt8.self, repeating: 0x5A)
+                }
+            } catch {
+                break
+            }
+            batch += 1
+        }
+        elapsed += nowNanoseconds() - start
+        done += batch
+        log.reclaim(upTo: log.head, sequence: log.nextSequence)
+    }
+    return Double(elapsed) / Double(operations)
+}
+
+func logBenchmark() {
+    let path = argument("--nvm", "/dev/shm/shale-bench-log-\(getpid()).nvm")
+    let rounds = Int(argument("--rounds", "15"))!
+    let regionBytes = 64 << 20
+    defer { unlink(path) }
+    let region: MappedPersistentMemory
+    do {
+        region = try MappedPersistentMemory.create(path: path, byteCount: regionBytes + (1 << 20), exclusive: false)
+    } catch {
+        fail("\(error)")
+    }
+    let grant = LogGrant(region: 0, regionOffset: 1 << 20, regionBytes: UInt64(regionBytes), epoch: 1,
+                         startOffset: 0, startSequence: 1, volumeSeed: 7)
+    let log = OperationLog(nvm: region, grant: grant)
+    var mappedBytes = 0
+    var isPmem: Int32 = 0
+    guard let raw = pmem_map_file(path, 0, 0, 0, &mappedBytes, &isPmem) else { fail("pmem_map_file failed") }
+    defer { pmem_unmap(raw, mappedBytes) }
+    print("crc32c.hardware \(CRC32C.usesHardware)")
+
+    // (label, payload bytes, bulk data bytes, floor bytes)
+    let cases = [("append128B", 96, 0, 128), ("write4KiB", 40, 4096, 4096)]
+    for (label, payloadBytes, dataBytes, floorBytes) in cases {
+        let data = UnsafeMutableRawBufferPointer.allocate(byteCount: max(dataBytes, 1), alignment: 64)
+        defer { data.deallocate() }
+        data.initializeMemory(as: UInt8.self, repeating: 0xC3)
+        let dataView = UnsafeRawBufferPointer(rebasing: data[0 ..< dataBytes])
+        let source = UnsafeMutableRawBufferPointer.allocate(byteCount: floorBytes, alignment: 64)
+        defer { source.deallocate() }
+        source.initializeMemory(as: UInt8.self, repeating: 0x11)
+        let operations = 20_000
+        let stride = max(floorBytes, 64)
+        let offsets = (0 ..< operations).map { ($0 * stride) % (regionBytes - floorBytes) + (1 << 20) }
+        var shale: [Double] = [], floor: [Double] = []
+        offsets.withUnsafeBufferPointer { offsetBuffer in
+            _ = appendLoop(log, payloadBytes: payloadBytes, data: dataView, operations: operations)
+            rawLoop(raw, UnsafeRawBufferPointer(source), offsetBuffer)
+            for round in 0 ..< rounds {
+                for side in (round % 2 == 0 ? [0, 1] : [1, 0]) {
+                    if side == 0 {
+                        shale.append(appendLoop(log, payloadBytes: payloadBytes, data: dataView, operations: operations))
+                    } else {
+                        let start = nowNanoseconds()
+                        rawLoop(raw, UnsafeRawBufferPointer(source), offsetBuffer)
+                        floor.append(Double(nowNanoseconds() - start) / Double(operations))
+                    }
+                }
+            }
+        }
+        print("log.\(label).shale_ns \(fixed(median(shale), 1))")
+        print("log.\(label).floor_\(floorBytes)B_ns \(fixed(median(floor), 1))")
+        print("log.\(label).ratio \(fixed(median(shale) / median(floor), 3))")
+    }
+}
+
 // MARK: - Block device throughput
 
 func blockBenchmark() {
@@ -175,5 +260,6 @@ func blockBenchmark() {
 switch CommandLine.arguments.dropFirst().first {
 case "persist": persistBenchmark()
 case "block": blockBenchmark()
+case "log": logBenchmark()
 default: fail("usage: shale-bench persist [--nvm PATH] [--rounds N] | block --file PATH [--pattern randwrite4k|seqwrite1m] [--seconds S] [--depth N]")
 }
