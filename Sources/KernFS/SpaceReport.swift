@@ -73,12 +73,11 @@ extension Volume {
             }
         }
         report.inodesAllocated = report.inodeChunksAllocated * UInt64(layout.inodesPerChunk)
-        for region in 0 ..< Int(layout.logRegionCount) {
-            let copies = (nvm.view(at: Int(layout.logDescriptorOffset(region: region, copy: 0)), count: LogRegionDescriptor.encodedBytes),
-                          nvm.view(at: Int(layout.logDescriptorOffset(region: region, copy: 1)), count: LogRegionDescriptor.encodedBytes))
-            let current = LogRegionDescriptor.current(copies: copies, seed: seed, regionBytes: layout.logRegionBytes)
+        let logTable = LogTable(nvm: nvm, superblock: superblock)
+        for region in 0 ..< logTable.regionCount {
+            let current = logTable.read(region)
             report.logRegions.append(current.descriptor)
-            for damage in current.damaged {
+            for damage in current.damage {
                 report.problems.append("log region \(region): \(damage)")
             }
         }
