@@ -87,6 +87,10 @@ public enum Formatter {
         nvm.fill(0, at: metadataStart, count: Int(layout.logAreaOffset) - metadataStart)
         nvm.persist(offset: metadataStart, count: Int(layout.logAreaOffset) - metadataStart)
 
+        // The metadata journal starts empty. (It is written before the superblock that names
+        // it: nothing can commit through it before mkfs's commit point.)
+        MetadataJournal(nvm: nvm, layout: layout, volumeSeed: seed).format()
+
         // The first inode chunk and the root directory's block take the first NVM data blocks.
         let nvmDevice = planned.devices[0]
         let chunkBlocks = layout.inodeChunkBytes / block

@@ -77,6 +77,21 @@ public final class Volume<NVM: PersistentMemory> {
             }
         }
 
+        // A metadata transaction committed before a crash is applied before anything reads
+        // the shared area (recovery, step 1).
+        let journal = MetadataJournal(nvm: nvm, superblock: winner.1)
+        do {
+            if repair {
+                if let replayed = try journal.recover() {
+                    notes.append("applied metadata journal transaction \(replayed.sequence) (\(replayed.writes.count) writes) left by a crash")
+                }
+            } else {
+                try journal.verify()
+            }
+        } catch {
+            throw .journal(error)
+        }
+
         // Every lower device the superblock names must be given, and must be that device.
         var devices: [Tier: any BlockDevice] = [:]
         for (slot, descriptor) in winner.1.devices.enumerated() {

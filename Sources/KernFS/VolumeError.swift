@@ -27,6 +27,7 @@ public enum VolumeError: Error, CustomStringConvertible {
     /// mkfs would overwrite something without --force.
     case wouldOverwrite(path: String, what: String)
     case invalidOption(String)
+    case journal(JournalError)
 
     public var description: String {
         switch self {
@@ -44,6 +45,7 @@ public enum VolumeError: Error, CustomStringConvertible {
         case let .wouldOverwrite(path, what):
             return "\(path) \(what); refusing to overwrite it without --force"
         case let .invalidOption(text): return text
+        case let .journal(error): return error.description
         }
     }
 }

@@ -2,7 +2,8 @@
 // mkfs from the volume's geometry and stored in the superblock. Offsets are bytes from the
 // start of the region, all multiples of the block size:
 //
-//   superblock A | superblock B | log table | inode map | allocator bitmaps | log area | data
+//   superblock A | superblock B | log table | inode map | metadata journal | allocator bitmaps
+//   | log area | data
 //
 // Inodes live in chunks allocated from the NVM data area on demand and found through the
 // inode map (one 8-byte block number per chunk), so the inode table grows with the file
@@ -21,6 +22,18 @@ public struct NVMLayout: Equatable, Sendable {
     public var inodeMapEntries: UInt64
     public var inodesPerChunk: UInt32
     public var inodeBytes: UInt32 = UInt32(Inode.encodedBytes)
+    /// KernFS's metadata journal (MetadataJournal.swift): where digest and every other
+    /// shared-area change commit before they are applied in place.
+    public var journalOffset: UInt64 = 0
+    public var journalBytes: UInt64 = 0
+    public static let journalBytesMin: UInt64 = 64 * 1024
+
+    /// 1 MiB below 256 MiB of NVM (so that the minimum size mkfs names is exact), then 1/64
+    /// of the NVM up to 32 MiB.
+    public static func journalBytesDefault(nvmBytes: UInt64) -> UInt64 {
+        guard nvmBytes >= 256 << 20 else { return 1 << 20 }
+        return min(nvmBytes / 64, 32 << 20) / UInt64(Format.blockBytes) * UInt64(Format.blockBytes)
+    }
 
     public var metadataStart: UInt64 { UInt64(2 * Format.blockBytes) }
     public var logAreaEnd: UInt64 { logAreaOffset + UInt64(logRegionCount) * logRegionBytes }
@@ -72,8 +85,18 @@ public struct NVMLayout: Equatable, Sendable {
         layout.inodeMapEntries = reader.get()
         layout.inodeBytes = reader.get()
         reader.skip(4)
-        try layout.validate(nvmBytes: nvmBytes)
         return layout
+    }
+
+    /// The journal's fields, stored apart from the others (superblock bytes 208–223).
+    func encodeJournal(into writer: inout FieldWriter) {
+        writer.put(journalOffset)
+        writer.put(journalBytes)
+    }
+
+    mutating func decodeJournal(from reader: inout FieldReader) {
+        journalOffset = reader.get()
+        journalBytes = reader.get()
     }
 
     /// Every region inside the NVM, in order, block-aligned, without overflow.
@@ -110,6 +133,10 @@ public struct NVMLayout: Equatable, Sendable {
               logAreaOffset <= nvmBytes, logAreaBytes <= nvmBytes - logAreaOffset else {
             throw fail("regions", "out of order or beyond the \(nvmBytes)-byte NVM region")
         }
+        guard journalOffset % block == 0, journalBytes % block == 0, journalBytes >= Self.journalBytesMin,
+              journalOffset >= mapEnd, journalOffset <= logAreaOffset, journalBytes <= logAreaOffset - journalOffset else {
+            throw fail("metadata journal", "\(journalBytes) bytes at \(journalOffset): not between the inode map and the log area")
+        }
     }
 
     /// A lower tier as mkfs sees it before layout.
@@ -128,7 +155,7 @@ public struct NVMLayout: Equatable, Sendable {
 
     /// Lays out a new volume. Throws with the numbers when the NVM region is too small.
     public static func plan(nvmBytes: UInt64, nvmPathHint: String, logRegionCount: UInt32, logRegionBytes: UInt64,
-                            lowerTiers: [LowerTier],
+                            lowerTiers: [LowerTier], journalBytes: UInt64? = nil,
                             inodesPerChunk: UInt32 = inodesPerChunkDefault) throws(FormatError)
         -> (layout: NVMLayout, devices: [DeviceDescriptor]) {
         let block = UInt64(Format.blockBytes)
@@ -150,6 +177,12 @@ public struct NVMLayout: Equatable, Sendable {
         let inodeMapOffset = logTableOffset + roundUp(UInt64(logRegionCount) * 2 * UInt64(LogRegionDescriptor.encodedBytes))
         let inodeMapEntries = inodeCapacityDefault / UInt64(inodesPerChunk)
         var cursor = inodeMapOffset + roundUp(inodeMapEntries * 8)
+        let journalOffset = cursor
+        let journal = journalBytes ?? journalBytesDefault(nvmBytes: nvmBytes)
+        guard journal >= journalBytesMin, journal % block == 0, journal <= limit else {
+            throw .invalidField(structure: "layout", field: "metadata journal", reason: "\(journal) bytes")
+        }
+        cursor += journal
 
         var devices: [DeviceDescriptor] = []
         for lower in lowerTiers {
@@ -186,9 +219,11 @@ public struct NVMLayout: Equatable, Sendable {
         let nvm = DeviceDescriptor(tier: .nvm, byteCount: nvmBytes, segmentBytes: 0, dataOffset: dataOffset,
                                    dataBlocks: nvmDataBlocks, bitmapOffset: nvmBitmapOffset,
                                    bitmapBlocks: nvmBitmapBlocks, pathHint: nvmPathHint)
-        let layout = NVMLayout(logTableOffset: logTableOffset, logRegionCount: logRegionCount, logAreaOffset: logAreaOffset,
+        var layout = NVMLayout(logTableOffset: logTableOffset, logRegionCount: logRegionCount, logAreaOffset: logAreaOffset,
                                logRegionBytes: logRegionBytes, inodeMapOffset: inodeMapOffset,
                                inodeMapEntries: inodeMapEntries, inodesPerChunk: inodesPerChunk)
+        layout.journalOffset = journalOffset
+        layout.journalBytes = journal
         try layout.validate(nvmBytes: nvmBytes)
         return (layout, [nvm] + devices)
     }

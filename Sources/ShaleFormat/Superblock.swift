@@ -79,6 +79,7 @@ public struct Superblock: Equatable, Sendable {
         writer.put(text: label, width: Self.labelBytes)
         writer.put(directoryHashKey.k0)
         writer.put(directoryHashKey.k1)
+        layout.encodeJournal(into: &writer)
         assert(writer.offset <= Self.deviceTableOffset)
         writer.seek(Self.deviceTableOffset)
         for slot in devices {
@@ -106,11 +107,13 @@ public struct Superblock: Equatable, Sendable {
         let deviceCount: UInt32 = reader.get()
         reader.skip(4)
         let rootInode: UInt64 = reader.get()
-        let layout = try NVMLayout.decode(from: &reader, nvmBytes: nvmBytes)
+        var layout = try NVMLayout.decode(from: &reader, nvmBytes: nvmBytes)
         guard let label = reader.text(width: labelBytes) else {
             throw .invalidField(structure: name, field: "label", reason: "not UTF-8")
         }
         let hashKey = DirectoryHashKey(k0: reader.get(), k1: reader.get())
+        layout.decodeJournal(from: &reader)
+        try layout.validate(nvmBytes: nvmBytes)
         reader.seek(deviceTableOffset)
         var devices: [DeviceDescriptor?] = []
         for _ in 0 ..< Format.deviceSlots { devices.append(try DeviceDescriptor.decode(from: &reader)) }
@@ -125,8 +128,9 @@ public struct Superblock: Equatable, Sendable {
         for tier in Tier.allCases where devices.compactMap({ $0 }).filter({ $0.tier == tier }).count > 1 {
             throw .invalidField(structure: name, field: "device table", reason: "two \(tier) devices")
         }
-        // Bitmaps: whole blocks between the inode map and the log area, one per tier, disjoint.
-        var bitmaps: [Range<UInt64>] = []
+        // Bitmaps: whole blocks between the inode map and the log area, one per tier, disjoint
+        // from each other and from the metadata journal.
+        var bitmaps: [Range<UInt64>] = [layout.journalOffset ..< layout.journalOffset + layout.journalBytes]
         for device in devices.compactMap({ $0 }) {
             let (bytes, overflow) = device.bitmapBlocks.multipliedReportingOverflow(by: UInt64(Format.blockBytes))
             let (end, endOverflow) = device.bitmapOffset.addingReportingOverflow(bytes)
@@ -139,7 +143,7 @@ public struct Superblock: Equatable, Sendable {
             let range = device.bitmapOffset ..< end
             guard !bitmaps.contains(where: { $0.overlaps(range) }) else {
                 throw .invalidField(structure: name, field: "\(device.tier) bitmap",
-                                    reason: "\(device.bitmapBlocks) blocks at \(device.bitmapOffset) overlap another bitmap")
+                                    reason: "\(device.bitmapBlocks) blocks at \(device.bitmapOffset) overlap another bitmap or the journal")
             }
             bitmaps.append(range)
         }

@@ -127,7 +127,10 @@ struct SuperblockTests {
         #expect(bytes[142 ..< 192].allSatisfy { $0 == 0 })
         #expect(bytes.le(UInt64.self, at: 192) == Fixture.hashKey.k0)
         #expect(bytes.le(UInt64.self, at: 200) == Fixture.hashKey.k1)
-        #expect(bytes[208 ..< 512].allSatisfy { $0 == 0 })
+        #expect(bytes.le(UInt64.self, at: 208) == superblock.layout.journalOffset)
+        #expect(bytes.le(UInt64.self, at: 216) == superblock.layout.journalBytes)
+        #expect(superblock.layout.journalBytes >= NVMLayout.journalBytesMin)
+        #expect(bytes[224 ..< 512].allSatisfy { $0 == 0 })
         // Device table: slot i at 512 + 256 i.
         #expect(bytes[512] == Tier.nvm.rawValue)
         #expect(bytes[512 + 256] == Tier.ssd.rawValue)

@@ -1,0 +1,118 @@
+// Every change KernFS makes to the shared area (inodes, directories, extent maps, bitmaps,
+// the log table's digest cursors) goes through this physical redo journal, so that a crash
+// at any point leaves each transaction applied entirely or not at all (docs/consistency.md).
+//
+// commit(writes):
+//   1. the body (the writes) and the header are stored in the transaction area and
+//      flushed;                                        durability point, not yet committed
+//   2. one fence                                       COMMIT POINT
+//   3. each write is stored in place and flushed; one fence
+//   4. appliedSequence = the transaction's sequence, one 8-byte store, persisted: retired
+// recover(): a committed transaction with sequence appliedSequence + 1 is applied again
+// (steps 3 and 4); the writes are absolute, so applying twice equals applying once.
+
+import ShaleFormat
+import ShaleMedia
+
+public enum JournalError: Error, Equatable, CustomStringConvertible {
+    case tooLarge(bytes: Int, capacity: Int)
+    case damaged(FormatError)
+
+    public var description: String {
+        switch self {
+        case let .tooLarge(bytes, capacity): "a metadata transaction of \(bytes) bytes exceeds the journal's \(capacity)"
+        case let .damaged(error): "metadata journal: \(error)"
+        }
+    }
+}
+
+public final class MetadataJournal<NVM: PersistentMemory>: @unchecked Sendable {
+    public let nvm: NVM
+    private let base: Int
+    private let journalBytes: UInt64
+    private let seed: UInt32
+    private let allowed: Range<UInt64>
+    private let forbidden: [Range<UInt64>]
+
+    public convenience init(nvm: NVM, superblock: Superblock) {
+        self.init(nvm: nvm, layout: superblock.layout, volumeSeed: superblock.volumeID.checksumSeed)
+    }
+
+    public init(nvm: NVM, layout: NVMLayout, volumeSeed: UInt32) {
+        self.nvm = nvm
+        base = Int(layout.journalOffset)
+        journalBytes = layout.journalBytes
+        seed = volumeSeed
+        allowed = layout.metadataStart ..< UInt64(nvm.byteCount)
+        // The journal never writes itself, nor the client-writable log area.
+        forbidden = [layout.journalOffset ..< layout.journalOffset + layout.journalBytes,
+                     layout.logAreaOffset ..< layout.logAreaEnd]
+    }
+
+    /// Bytes of writes (with their 16-byte headers, padded) one transaction may hold.
+    public var capacityBytes: Int { Int(journalBytes) - JournalControl.transactionAreaOffset - JournalTransactionHeader.encodedBytes }
+
+    /// The last transaction applied in place.
+    public var appliedSequence: UInt64 { nvm.loadWord(at: base + JournalControl.appliedSequenceOffset) }
+
+    /// Writes an empty journal (mkfs).
+    public func format() {
+        nvm.store(JournalControl(journalBytes: journalBytes).encode(seed: seed), at: base)
+        nvm.storeWord(0, at: base + JournalControl.appliedSequenceOffset)
+        nvm.persist(offset: base, count: JournalControl.appliedSequenceOffset + 8)
+    }
+
+    /// Checks the journal's control block (open).
+    public func verify() throws(JournalError) {
+        do {
+            _ = try JournalControl.decode(nvm.view(at: base, count: JournalControl.encodedBytes), seed: seed, expectedBytes: journalBytes)
+        } catch {
+            throw .damaged(error)
+        }
+    }
+
+    /// Commits `writes` as one transaction and applies them; on return they are durable in
+    /// place. Later writes to the same bytes win, as if applied in order.
+    public func commit(_ writes: [JournalWrite]) throws(JournalError) {
+        guard !writes.isEmpty else { return }
+        let sequence = appliedSequence &+ 1
+        let encoded = JournalTransactionHeader.encode(writes: writes, sequence: sequence, seed: seed)
+        guard encoded.body.count <= capacityBytes else { throw .tooLarge(bytes: encoded.body.count, capacity: capacityBytes) }
+        let area = base + JournalControl.transactionAreaOffset
+        encoded.body.withUnsafeBytes { nvm.storeFlush($0, at: area + JournalTransactionHeader.encodedBytes) }
+        encoded.header.withUnsafeBytes { nvm.storeFlush($0, at: area) }
+        // Commit point.
+        nvm.fence()
+        apply(writes, sequence: sequence)
+    }
+
+    /// Applies a committed transaction left by a crash, if there is one. Returns it.
+    @discardableResult
+    public func recover() throws(JournalError) -> (sequence: UInt64, writes: [JournalWrite])? {
+        try verify()
+        let sequence = appliedSequence &+ 1
+        let area = nvm.view(at: base + JournalControl.transactionAreaOffset, count: Int(journalBytes) - JournalControl.transactionAreaOffset)
+        let writes: [JournalWrite]?
+        do {
+            writes = try JournalTransactionHeader.committed(in: area, seed: seed, expectedSequence: sequence,
+                                                            allowed: allowed, forbidden: forbidden)
+        } catch {
+            throw .damaged(error)
+        }
+        guard let writes else { return nil }
+        apply(writes, sequence: sequence)
+        return (sequence, writes)
+    }
+
+    private func apply(_ writes: [JournalWrite], sequence: UInt64) {
+        for write in writes {
+            precondition(allowed.contains(write.offset) && !forbidden.contains { $0.contains(write.offset) },
+                         "a journal write outside the shared area")
+            write.bytes.withUnsafeBytes { nvm.storeFlush($0, at: Int(write.offset)) }
+        }
+        nvm.fence()
+        // Retired: the transaction area may be reused.
+        nvm.storeWord(sequence, at: base + JournalControl.appliedSequenceOffset)
+        nvm.persist(offset: base + JournalControl.appliedSequenceOffset, count: 8)
+    }
+}
