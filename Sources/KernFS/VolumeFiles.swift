@@ -111,8 +111,9 @@ public enum VolumeFiles {
         }
         try validate(size: nvmBytes, name: "--nvm-size", alignment: UInt64(Format.blockBytes), minimum: 32 * MkfsDefaults.mebibyte)
         options.logRegionBytes = request.logRegionBytes ?? MkfsDefaults.logRegionBytes(nvmBytes: nvmBytes)
+        // 1 MiB at least: the largest record (a 64 KiB xattr value) must fit in any log.
         try validate(size: options.logRegionBytes, name: "--log-size", alignment: UInt64(Format.blockBytes),
-                     minimum: LogRegionDescriptor.regionBytesMin)
+                     minimum: MkfsDefaults.mebibyte)
         let diskAvailable = HostFiles.availableBytes(at: directory) ?? 0
         var lowerPlans: [(tier: Tier, path: String, bytes: UInt64, segment: UInt64)] = []
         let lowerRequests: [(tier: Tier, skip: Bool, path: String?, bytes: UInt64?, segment: UInt64, defaultBytes: UInt64)] = [

@@ -176,6 +176,15 @@ public final class OperationLog<NVM: PersistentMemory>: @unchecked Sendable {
         return sequence
     }
 
+    /// Appends one operation, its payload encoded straight into the record (no copy, no
+    /// allocation). `data` is a write's bulk data (empty for everything else).
+    @discardableResult
+    public func append(_ operation: LogOperation, data: UnsafeRawBufferPointer = UnsafeRawBufferPointer(start: nil, count: 0)) throws(LogError) -> UInt64 {
+        try append(operation.recordType, payloadBytes: operation.encodedPayloadBytes, data: data) { buffer in
+            operation.encodePayload(into: buffer)
+        }
+    }
+
     /// Appends a record whose payload is a byte array (tests, tools; the hot path encodes in place).
     @discardableResult
     public func append(_ type: LogRecordType, payload: [UInt8], data: [UInt8] = []) throws(LogError) -> UInt64 {

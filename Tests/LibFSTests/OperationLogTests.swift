@@ -166,3 +166,29 @@ struct OperationLogTests {
         #expect(tornSeen, "some crash point must tear a record")
     }
 }
+
+/// Operations go into the log in their format-layer encoding and come back identical.
+struct OperationLogOperationTests {
+    @Test func operationsRoundTripThroughTheLog() throws {
+        let (nvm, log) = OperationLogTests.makeLog()
+        let time = Timestamp(seconds: 1_764_000_000, nanoseconds: 123)
+        let operations: [(LogOperation, [UInt8])] = [
+            (.mkdir(CreateArguments(parent: 1, inode: 2, mode: 0o040755, uid: 0, gid: 0, rdev: 0, time: time, name: Array("src".utf8))), []),
+            (.create(CreateArguments(parent: 2, inode: 3, mode: 0o100644, uid: 0, gid: 0, rdev: 0, time: time, name: Array("main.c".utf8))), []),
+            (.write(WriteArguments(inode: 3, offset: 0, length: 5, time: time, inline: Array("hello".utf8))), []),
+            (.write(WriteArguments(inode: 3, offset: 4096, length: 4096, time: time, inline: [])), [UInt8](repeating: 0xAB, count: 4096)),
+        ]
+        for (operation, data) in operations {
+            _ = try data.withUnsafeBytes { buffer in try log.append(operation, data: buffer) }
+        }
+        let scanned = OperationLogTests.scan(nvm.durableImage, grant: log.grant, from: 0, sequence: 1)
+        #expect(scanned.records.count == operations.count)
+        for (record, (operation, data)) in zip(scanned.records, operations) {
+            let decoded = try record.payload.withUnsafeBytes {
+                try LogOperation.decode(type: record.type, payload: $0, dataBytes: UInt32(record.data.count))
+            }
+            #expect(decoded == operation)
+            #expect(record.data == data)
+        }
+    }
+}
