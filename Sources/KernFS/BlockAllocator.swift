@@ -1,0 +1,159 @@
+// Per-tier block allocation over the allocator bitmaps (docs/format.md "Allocator
+// bitmaps"). Every change goes through a MetadataTransaction, so an allocation becomes real
+// at that transaction's commit point and vanishes with it after a crash. A DRAM summary (free
+// blocks per bitmap block) steers the search; the bits themselves are always read back
+// through the transaction, so a stale summary costs time, never correctness.
+
+import ShaleFormat
+import ShaleMedia
+
+public enum AllocationError: Error, Equatable, CustomStringConvertible {
+    case noSpace(tier: Tier, wantedBlocks: UInt64, freeBlocks: UInt64)
+    case damaged(String)
+
+    public var description: String {
+        switch self {
+        case let .noSpace(tier, wanted, free): "no space on the \(tier) tier: \(wanted) blocks wanted, \(free) free"
+        case let .damaged(text): text
+        }
+    }
+}
+
+public final class BlockAllocator<NVM: PersistentMemory>: @unchecked Sendable {
+    public let device: DeviceDescriptor
+    private let nvm: NVM
+    private let seed: UInt32
+    private static var bitsPerBlock: UInt64 { UInt64(AllocatorBitmapBlock.blocksPerBitmapBlock) }
+    /// Free blocks per bitmap block, as last seen.
+    private var freeSummary: [UInt64]
+    /// Where the next search starts (next fit: consecutive allocations stay together).
+    private var cursor: UInt64 = 0
+
+    public init(nvm: NVM, device: DeviceDescriptor, volumeSeed: UInt32) throws(AllocationError) {
+        self.nvm = nvm
+        self.device = device
+        seed = volumeSeed
+        freeSummary = []
+        try reload()
+    }
+
+    /// Re-reads the summary from NVM (after an aborted transaction).
+    public func reload() throws(AllocationError) {
+        var summary: [UInt64] = []
+        for index in 0 ..< device.bitmapBlocks {
+            let bitmap = try decode(nvm.view(at: Int(bitmapOffset(index)), count: Format.blockBytes), index: index)
+            summary.append(UInt64(bitmap.freeCount))
+        }
+        freeSummary = summary
+    }
+
+    public var freeBlocks: UInt64 { freeSummary.reduce(0, +) }
+
+    /// Allocates `count` blocks, contiguous where possible, in at most `count` runs; returns
+    /// the runs (data-area block numbers of the tier). All or nothing.
+    public func allocate(_ count: UInt64, in transaction: MetadataTransaction<NVM>,
+                         contiguous: Bool = false) throws(AllocationError) -> [Range<UInt64>] {
+        precondition(count > 0)
+        guard count <= freeBlocks else { throw .noSpace(tier: device.tier, wantedBlocks: count, freeBlocks: freeBlocks) }
+        var runs: [Range<UInt64>] = []
+        var remaining = count
+        var visited = 0
+        var index = cursor / Self.bitsPerBlock
+        var bitmaps: [UInt64: AllocatorBitmapBlock] = [:]
+        // Contiguous requests take the first run long enough; others take what they find.
+        while remaining > 0 && visited <= Int(device.bitmapBlocks) {
+            if freeSummary[Int(index)] > 0 {
+                var bitmap: AllocatorBitmapBlock
+                if let seen = bitmaps[index] {
+                    bitmap = seen
+                } else {
+                    bitmap = try decode(transaction.read(bitmapOffset(index), count: Format.blockBytes), index: index)
+                }
+                var bit = index == cursor / Self.bitsPerBlock ? Int(cursor % Self.bitsPerBlock) : 0
+                while bit < Int(bitmap.blockCount) && remaining > 0 {
+                    guard !bitmap.isUsed(bit) else { bit += 1; continue }
+                    var end = bit
+                    while end < Int(bitmap.blockCount), !bitmap.isUsed(end), UInt64(end - bit) < remaining { end += 1 }
+                    let length = UInt64(end - bit)
+                    if contiguous && length < count {
+                        bit = end
+                        continue
+                    }
+                    for used in bit ..< end { bitmap.setUsed(used, true) }
+                    let first = index * Self.bitsPerBlock + UInt64(bit)
+                    if let last = runs.last, last.upperBound == first {
+                        runs[runs.count - 1] = last.lowerBound ..< first + length
+                    } else {
+                        runs.append(first ..< first + length)
+                    }
+                    remaining -= length
+                    bit = end
+                }
+                bitmaps[index] = bitmap
+            }
+            if remaining > 0 {
+                index = (index + 1) % device.bitmapBlocks
+                if index == 0 { cursor = 0 }
+                visited += 1
+            }
+        }
+        guard remaining == 0 else {
+            throw .noSpace(tier: device.tier, wantedBlocks: count, freeBlocks: contiguous ? 0 : freeBlocks)
+        }
+        for changed in bitmaps.keys.sorted() {  // a deterministic journal, for the crash harness
+            let bitmap = bitmaps[changed]!
+            transaction.write(bitmap.encode(seed: seed), at: bitmapOffset(changed))
+            freeSummary[Int(changed)] = UInt64(bitmap.freeCount)
+        }
+        cursor = runs.last!.upperBound % device.dataBlocks
+        return runs
+    }
+
+    /// Frees `blocks` (data-area block numbers of the tier), all of which must be in use.
+    public func free(_ blocks: Range<UInt64>, in transaction: MetadataTransaction<NVM>) throws(AllocationError) {
+        precondition(blocks.upperBound <= device.dataBlocks)
+        var block = blocks.lowerBound
+        while block < blocks.upperBound {
+            let index = block / Self.bitsPerBlock
+            var bitmap = try decode(transaction.read(bitmapOffset(index), count: Format.blockBytes), index: index)
+            let end = min(blocks.upperBound, (index + 1) * Self.bitsPerBlock)
+            for target in block ..< end {
+                let bit = Int(target - index * Self.bitsPerBlock)
+                guard bitmap.isUsed(bit) else {
+                    throw .damaged("\(device.tier) block \(target) freed twice (the allocator bitmap says it is free)")
+                }
+                bitmap.setUsed(bit, false)
+            }
+            transaction.write(bitmap.encode(seed: seed), at: bitmapOffset(index))
+            freeSummary[Int(index)] = UInt64(bitmap.freeCount)
+            block = end
+        }
+    }
+
+    /// NVM byte offset of data-area block `block` (NVM tier only).
+    public func nvmOffset(ofBlock block: UInt64) -> UInt64 {
+        precondition(device.tier == .nvm && block < device.dataBlocks)
+        return device.dataOffset + block * UInt64(Format.blockBytes)
+    }
+
+    private func bitmapOffset(_ index: UInt64) -> UInt64 {
+        device.bitmapOffset + index * UInt64(Format.blockBytes)
+    }
+
+    private func decode(_ bytes: [UInt8], index: UInt64) throws(AllocationError) -> AllocatorBitmapBlock {
+        let result: Result<AllocatorBitmapBlock, AllocationError> = bytes.withUnsafeBytes { buffer in
+            do throws(AllocationError) { return .success(try decode(buffer, index: index)) } catch { return .failure(error) }
+        }
+        return try result.get()
+    }
+
+    private func decode(_ buffer: UnsafeRawBufferPointer, index: UInt64) throws(AllocationError) -> AllocatorBitmapBlock {
+        let first = index * Self.bitsPerBlock
+        do {
+            return try AllocatorBitmapBlock.decode(buffer, seed: seed, expectedTier: device.tier, expectedFirstBlock: first,
+                                                   expectedBlockCount: AllocatorBitmapBlock.blockCount(firstBlock: first, tierDataBlocks: device.dataBlocks))
+        } catch {
+            throw .damaged("\(error)")
+        }
+    }
+}

@@ -1,0 +1,73 @@
+import Testing
+@testable import KernFS
+@testable import ShaleFormat
+@testable import ShaleMedia
+
+struct BlockAllocatorTests {
+    static func setUp() throws -> (SimulatedPersistentMemory, Superblock, BlockAllocator<SimulatedPersistentMemory>, MetadataTransaction<SimulatedPersistentMemory>) {
+        let (nvm, superblock) = try MetadataJournalTests.volume()
+        let allocator = try BlockAllocator(nvm: nvm, device: superblock.device(.nvm)!, volumeSeed: superblock.volumeID.checksumSeed)
+        let transaction = MetadataTransaction(journal: MetadataJournal(nvm: nvm, superblock: superblock))
+        return (nvm, superblock, allocator, transaction)
+    }
+
+    @Test func allocationsAreDisjointDurableAndFreed() throws {
+        let (nvm, superblock, allocator, transaction) = try Self.setUp()
+        let initiallyFree = allocator.freeBlocks
+        var taken: [Range<UInt64>] = []
+        for count in [1, 7, 100, 3] as [UInt64] {
+            let runs = try allocator.allocate(count, in: transaction)
+            #expect(runs.reduce(0) { $0 + UInt64($1.count) } == count)
+            taken += runs
+        }
+        let all = taken.flatMap { Array($0) }
+        #expect(Set(all).count == all.count, "no block handed out twice")
+        #expect(allocator.freeBlocks == initiallyFree - 111)
+        try transaction.commit()
+        // What status reads from NVM agrees.
+        let volume = try Volume(nvm: nvm, nvmName: "sim", lowerDevices: [], repair: false)
+        let space = try #require(volume.spaceReport().tiers.first { $0.tier == .nvm })
+        #expect(space.freeBlocks == initiallyFree - 111)
+        for run in taken { try allocator.free(run, in: transaction) }
+        try transaction.commit()
+        #expect(try BlockAllocator(nvm: nvm, device: superblock.device(.nvm)!, volumeSeed: superblock.volumeID.checksumSeed).freeBlocks == initiallyFree)
+    }
+
+    @Test func contiguousRequestsGetOneRun() throws {
+        let (_, _, allocator, transaction) = try Self.setUp()
+        _ = try allocator.allocate(5, in: transaction)
+        let runs = try allocator.allocate(1024, in: transaction, contiguous: true)
+        #expect(runs.count == 1 && runs[0].count == 1024)
+    }
+
+    @Test func exhaustionIsNoSpaceAndChangesNothing() throws {
+        let (_, _, allocator, transaction) = try Self.setUp()
+        let free = allocator.freeBlocks
+        #expect(throws: AllocationError.noSpace(tier: .nvm, wantedBlocks: free + 1, freeBlocks: free)) {
+            try allocator.allocate(free + 1, in: transaction)
+        }
+        #expect(transaction.isEmpty)
+        let everything = try allocator.allocate(free, in: transaction)
+        #expect(everything.reduce(0) { $0 + UInt64($1.count) } == free)
+        #expect(throws: AllocationError.self) { try allocator.allocate(1, in: transaction) }
+    }
+
+    @Test func doubleFreeIsReportedAsDamage() throws {
+        let (_, _, allocator, transaction) = try Self.setUp()
+        let runs = try allocator.allocate(2, in: transaction)
+        try allocator.free(runs[0], in: transaction)
+        #expect(throws: AllocationError.self) { try allocator.free(runs[0], in: transaction) }
+    }
+
+    @Test func abortedAllocationsAreForgottenAfterReload() throws {
+        let (_, _, allocator, transaction) = try Self.setUp()
+        let free = allocator.freeBlocks
+        let first = try allocator.allocate(10, in: transaction)
+        transaction.abort()
+        try allocator.reload()
+        #expect(allocator.freeBlocks == free)
+        let again = try allocator.allocate(10, in: transaction)
+        #expect(Set(again.flatMap { Array($0) }).isSubset(of: Set(0 ..< allocator.device.dataBlocks)))
+        _ = first
+    }
+}
