@@ -1,0 +1,158 @@
+// The inode table (docs/format.md "Inodes"): inode chunks on NVM found through the inode
+// map. Reads and writes go through a MetadataTransaction. Free inode numbers are found once,
+// at open, by scanning the allocated chunks, and kept in DRAM; numbers handed out
+// (`allocate`) stay reserved until written or released, so that LibFS can name a new inode
+// in its log before KernFS has digested its creation.
+//
+// A new chunk is zero-filled directly on NVM and persisted BEFORE the transaction that
+// links it (inode map entry, allocator bits) commits: until then nothing refers to those
+// blocks, so a crash leaves them free and unused ("ordered" writes, not journaled).
+
+import ShaleFormat
+import ShaleMedia
+
+public enum InodeError: Error, Equatable, CustomStringConvertible {
+    case outOfRange(UInt64)
+    case noSpace(String)
+    case damaged(String)
+
+    public var description: String {
+        switch self {
+        case let .outOfRange(number): "inode \(number) is outside the inode table"
+        case let .noSpace(reason): "no free inode: \(reason)"
+        case let .damaged(text): text
+        }
+    }
+}
+
+public final class InodeTable<NVM: PersistentMemory>: @unchecked Sendable {
+    public let layout: NVMLayout
+    private let nvm: NVM
+    private let seed: UInt32
+    private let allocator: BlockAllocator<NVM>
+    /// Free slots known to be all zero on NVM; allocation pops the last (recently freed
+    /// numbers are reused first, new chunks fill from their lowest number).
+    private var freeNumbers: [UInt64] = []
+    private var reserved: Set<UInt64> = []
+
+    public init(nvm: NVM, superblock: Superblock, nvmAllocator: BlockAllocator<NVM>) throws(InodeError) {
+        precondition(nvmAllocator.device.tier == .nvm)
+        self.nvm = nvm
+        layout = superblock.layout
+        seed = superblock.volumeID.checksumSeed
+        allocator = nvmAllocator
+        try reload()
+    }
+
+    /// Rebuilds the free list from NVM (at open, and after an aborted transaction).
+    public func reload() throws(InodeError) {
+        var free: [UInt64] = []
+        let perChunk = UInt64(layout.inodesPerChunk)
+        for chunk in 0 ..< layout.inodeMapEntries {
+            let offset = nvm.loadWord(at: Int(layout.inodeMapOffset + chunk * 8))
+            guard offset != 0 else { continue }
+            try checkChunkOffset(offset, chunk: chunk)
+            for slot in 0 ..< perChunk {
+                let number = chunk * perChunk + slot
+                guard number != 0 else { continue }
+                let view = nvm.view(at: Int(offset + slot * UInt64(layout.inodeBytes)), count: Int(layout.inodeBytes))
+                if view.allSatisfy({ $0 == 0 }) { free.append(number) }
+            }
+        }
+        freeNumbers = free.reversed()
+        reserved.removeAll()
+    }
+
+    /// Free slots in allocated chunks (more chunks are added on demand).
+    public var freeCount: Int { freeNumbers.count }
+
+    /// Hands out `count` free inode numbers, reserved until written or released. Adds a
+    /// chunk (in `transaction`) when the allocated ones are full.
+    public func allocate(_ count: Int = 1, in transaction: MetadataTransaction<NVM>) throws(InodeError) -> [UInt64] {
+        var numbers: [UInt64] = []
+        while numbers.count < count {
+            if freeNumbers.isEmpty { try addChunk(in: transaction) }
+            let number = freeNumbers.removeLast()
+            reserved.insert(number)
+            numbers.append(number)
+        }
+        return numbers
+    }
+
+    /// Returns reserved numbers that were never written.
+    public func release(_ numbers: [UInt64]) {
+        for number in numbers where reserved.remove(number) != nil { freeNumbers.append(number) }
+    }
+
+    /// The inode, or nil for a free slot (or a chunk not yet allocated).
+    public func read(_ number: UInt64, in transaction: MetadataTransaction<NVM>) throws(InodeError) -> Inode? {
+        guard let slot = try slotOffset(number, in: transaction) else { return nil }
+        let bytes = transaction.read(slot, count: Inode.encodedBytes)
+        let result: Result<Inode?, InodeError> = bytes.withUnsafeBytes { buffer in
+            do throws(FormatError) {
+                return .success(try Inode.decode(buffer, seed: seed, expectedNumber: number))
+            } catch {
+                return .failure(.damaged("\(error)"))
+            }
+        }
+        return try result.get()
+    }
+
+    /// Writes (creates or updates) an inode; its number must be allocated or in use.
+    public func write(_ inode: Inode, in transaction: MetadataTransaction<NVM>) throws(InodeError) {
+        guard inode.mode != 0 else { throw .damaged("inode \(inode.number) written with mode 0") }
+        guard let slot = try slotOffset(inode.number, in: transaction) else { throw .outOfRange(inode.number) }
+        transaction.write(inode.encode(seed: seed), at: slot)
+        reserved.remove(inode.number)
+    }
+
+    /// Frees an inode's slot (its blocks are the caller's to free).
+    public func free(_ number: UInt64, in transaction: MetadataTransaction<NVM>) throws(InodeError) {
+        guard let slot = try slotOffset(number, in: transaction) else { throw .outOfRange(number) }
+        transaction.write([UInt8](repeating: 0, count: Inode.encodedBytes), at: slot)
+        reserved.remove(number)
+        freeNumbers.append(number)
+    }
+
+    // MARK: - Chunks
+
+    private func slotOffset(_ number: UInt64, in transaction: MetadataTransaction<NVM>) throws(InodeError) -> UInt64? {
+        guard number != 0, number < layout.inodeCapacity else { throw .outOfRange(number) }
+        let location = layout.inodeLocation(number)
+        let chunk = transaction.readWord(location.mapEntryOffset)
+        guard chunk != 0 else { return nil }
+        try checkChunkOffset(chunk, chunk: number / UInt64(layout.inodesPerChunk))
+        return chunk + location.offsetInChunk
+    }
+
+    private func checkChunkOffset(_ offset: UInt64, chunk: UInt64) throws(InodeError) {
+        let data = allocator.device
+        let dataEnd = data.dataOffset + data.dataBlocks * UInt64(Format.blockBytes)
+        guard offset % UInt64(Format.blockBytes) == 0, offset >= data.dataOffset, offset <= dataEnd,
+              layout.inodeChunkBytes <= dataEnd - offset else {
+            throw .damaged("inode map entry \(chunk) points outside the NVM data area (\(offset))")
+        }
+    }
+
+    private func addChunk(in transaction: MetadataTransaction<NVM>) throws(InodeError) {
+        guard let chunk = (0 ..< layout.inodeMapEntries).first(where: { transaction.readWord(layout.inodeMapOffset + $0 * 8) == 0 }) else {
+            throw .noSpace("all \(layout.inodeCapacity - 1) inode numbers are in use")
+        }
+        let blocks = layout.inodeChunkBytes / UInt64(Format.blockBytes)
+        let runs: [Range<UInt64>]
+        do {
+            runs = try allocator.allocate(blocks, in: transaction, contiguous: true)
+        } catch {
+            throw .noSpace("no \(layout.inodeChunkBytes)-byte run of NVM for a new inode chunk (\(error))")
+        }
+        let offset = allocator.nvmOffset(ofBlock: runs[0].lowerBound)
+        // Ordered write: zero the unreferenced chunk and make it durable before the
+        // transaction that links it can commit.
+        nvm.fill(0, at: Int(offset), count: Int(layout.inodeChunkBytes))
+        nvm.persist(offset: Int(offset), count: Int(layout.inodeChunkBytes))
+        transaction.writeWord(offset, at: layout.inodeMapOffset + chunk * 8)
+        let perChunk = UInt64(layout.inodesPerChunk)
+        let numbers = (chunk * perChunk ..< (chunk + 1) * perChunk).filter { $0 != 0 }
+        freeNumbers = numbers.reversed() + freeNumbers
+    }
+}
