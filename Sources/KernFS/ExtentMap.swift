@@ -1,0 +1,215 @@
+// A file's extent map (docs/format.md "Extents", "Extent tree"): which blocks of which tier
+// hold each logical block of the file. Up to three extents live in the inode; more go to an
+// extent tree of ExtentNode blocks on NVM.
+//
+// The map is loaded whole into DRAM, changed there, and stored back through the caller's
+// MetadataTransaction: inline when it fits, otherwise as a freshly written tree (the old
+// tree's nodes are freed in the same transaction). Rewriting the tree costs O(extents) per
+// store; digest stores a file's map once per batch, and extents of consecutive writes merge,
+// so maps stay short in practice. (An in-place B+tree update is the upgrade path when large
+// fragmented files make this show up in profiles.)
+
+import ShaleFormat
+import ShaleMedia
+
+public enum ExtentMapError: Error, Equatable, CustomStringConvertible {
+    case damaged(String)
+    case noSpace(String)
+
+    public var description: String {
+        switch self {
+        case let .damaged(text): text
+        case let .noSpace(text): text
+        }
+    }
+}
+
+/// Blocks a change to the map stopped referencing: the caller frees them.
+public struct FreedBlocks: Equatable, Sendable {
+    public var tier: Tier
+    public var blocks: Range<UInt64>
+}
+
+public struct ExtentMap<NVM: PersistentMemory> {
+    /// Sorted by logical block, disjoint.
+    public private(set) var extents: [Extent]
+    public let inode: UInt64
+    /// NVM data-area blocks of the tree as loaded (freed when the map is stored again).
+    private var treeBlocks: [UInt64]
+    /// Tree depth bound: a deeper tree is damage (or a cycle).
+    static var depthMax: Int { 6 }
+
+    /// Loads the map of `inode` through `transaction`.
+    public init(inode: Inode, transaction: MetadataTransaction<NVM>, nvmData: DeviceDescriptor, seed: UInt32) throws(ExtentMapError) {
+        self.inode = inode.number
+        treeBlocks = []
+        switch inode.mapping {
+        case let .extents(inline):
+            extents = inline
+        case .inline:
+            extents = []
+        case let .tree(root, depth, count):
+            var loaded: [Extent] = []
+            var nodes: [UInt64] = []
+            try Self.load(block: root, level: Int(depth), inode: inode.number, transaction: transaction, nvmData: nvmData,
+                          seed: seed, into: &loaded, nodes: &nodes)
+            guard UInt64(loaded.count) == count else {
+                throw .damaged("inode \(inode.number): extent tree holds \(loaded.count) extents, the inode says \(count)")
+            }
+            extents = loaded
+            treeBlocks = nodes
+        }
+        for (a, b) in zip(extents, extents.dropFirst()) where a.logicalEnd > b.logicalBlock {
+            throw .damaged("inode \(inode.number): extents overlap at logical block \(b.logicalBlock)")
+        }
+    }
+
+    private static func load(block: UInt64, level: Int, inode: UInt64, transaction: MetadataTransaction<NVM>, nvmData: DeviceDescriptor,
+                             seed: UInt32, into extents: inout [Extent], nodes: inout [UInt64]) throws(ExtentMapError) {
+        guard level <= depthMax, block < nvmData.dataBlocks, nodes.count < 1 << 24 else {
+            throw .damaged("inode \(inode): extent tree node \(block) at depth \(level) is out of range")
+        }
+        nodes.append(block)
+        let bytes = transaction.read(nvmData.dataOffset + block * UInt64(Format.blockBytes), count: Format.blockBytes)
+        let decoded: Result<ExtentNode, ExtentMapError> = bytes.withUnsafeBytes { buffer in
+            do throws(FormatError) {
+                return .success(try ExtentNode.decode(buffer, seed: seed, expectedInode: inode))
+            } catch {
+                return .failure(.damaged("\(error)"))
+            }
+        }
+        let node = try decoded.get()
+        switch node.entries {
+        case let .leaf(leafExtents):
+            guard level == 0 else { throw .damaged("inode \(inode): leaf at depth \(level)") }
+            extents += leafExtents
+        case let .inner(nodeLevel, children):
+            guard Int(nodeLevel) == level, level > 0 else { throw .damaged("inode \(inode): inner node level \(nodeLevel) at depth \(level)") }
+            for child in children {
+                let before = extents.count
+                try load(block: child.block, level: level - 1, inode: inode, transaction: transaction, nvmData: nvmData,
+                         seed: seed, into: &extents, nodes: &nodes)
+                if extents.count > before, extents[before].logicalBlock < child.firstLogicalBlock {
+                    throw .damaged("inode \(inode): extent tree child at \(child.block) starts before its key")
+                }
+            }
+        }
+    }
+
+    /// The extent holding `logical`, or nil for a hole.
+    public func lookup(_ logical: UInt64) -> Extent? {
+        var low = 0, high = extents.count
+        while low < high {
+            let middle = (low + high) / 2
+            if extents[middle].logicalEnd <= logical { low = middle + 1 } else { high = middle }
+        }
+        guard low < extents.count, extents[low].logicalBlock <= logical else { return nil }
+        return extents[low]
+    }
+
+    /// Removes `range` (logical blocks) from the map; returns the physical blocks no longer
+    /// referenced.
+    @discardableResult
+    public mutating func unmap(_ range: Range<UInt64>) -> [FreedBlocks] {
+        guard !range.isEmpty else { return [] }
+        var kept: [Extent] = []
+        var freed: [FreedBlocks] = []
+        for extent in extents {
+            let start = extent.logicalBlock, end = extent.logicalEnd
+            guard start < range.upperBound, end > range.lowerBound else { kept.append(extent); continue }
+            precondition(!extent.flags.contains(.compressed), "a compressed extent is never split")
+            let cutStart = max(start, range.lowerBound), cutEnd = min(end, range.upperBound)
+            if start < cutStart {
+                var left = extent
+                left.blockCount = UInt32(cutStart - start)
+                kept.append(left)
+            }
+            freed.append(FreedBlocks(tier: extent.tier, blocks: extent.physicalBlock + (cutStart - start) ..< extent.physicalBlock + (cutEnd - start)))
+            if cutEnd < end {
+                var right = extent
+                right.logicalBlock = cutEnd
+                right.physicalBlock = extent.physicalBlock + (cutEnd - start)
+                right.blockCount = UInt32(end - cutEnd)
+                kept.append(right)
+            }
+        }
+        extents = kept
+        return freed
+    }
+
+    /// Maps `extent`'s logical blocks to its physical blocks, replacing whatever they mapped
+    /// to; returns the physical blocks no longer referenced. Neighbours that continue each
+    /// other on the same tier merge.
+    @discardableResult
+    public mutating func map(_ extent: Extent) -> [FreedBlocks] {
+        let freed = unmap(extent.logicalBlock ..< extent.logicalEnd)
+        var index = 0
+        while index < extents.count, extents[index].logicalBlock < extent.logicalBlock { index += 1 }
+        extents.insert(extent, at: index)
+        // Merge with the following, then the preceding extent.
+        func merges(_ a: Extent, _ b: Extent) -> Bool {
+            a.tier == b.tier && a.flags == b.flags && a.flags.isDisjoint(with: [.compressed, .checksummed])
+                && a.logicalEnd == b.logicalBlock && a.physicalBlock + UInt64(a.blockCount) == b.physicalBlock
+                && UInt64(a.blockCount) + UInt64(b.blockCount) <= UInt64(UInt32.max)
+        }
+        if index + 1 < extents.count, merges(extents[index], extents[index + 1]) {
+            extents[index].blockCount += extents[index + 1].blockCount
+            extents.remove(at: index + 1)
+        }
+        if index > 0, merges(extents[index - 1], extents[index]) {
+            extents[index - 1].blockCount += extents[index].blockCount
+            extents.remove(at: index)
+        }
+        return freed
+    }
+
+    /// Stores the map into `inode` (inline when it fits, else a new tree written through the
+    /// transaction, the old tree's nodes freed).
+    public mutating func store(into inode: inout Inode, transaction: MetadataTransaction<NVM>,
+                               allocator: BlockAllocator<NVM>, seed: UInt32) throws(ExtentMapError) {
+        precondition(inode.number == self.inode)
+        do {
+            for block in treeBlocks { try allocator.free(block ..< block + 1, in: transaction) }
+        } catch {
+            throw .damaged("\(error)")
+        }
+        treeBlocks = []
+        if extents.count <= Inode.inlineExtentCapacity {
+            inode.mapping = .extents(extents)
+            return
+        }
+        // Leaves, then inner levels until one node remains: the root.
+        var level: UInt16 = 0
+        var children: [ExtentNode.Child] = []
+        for start in stride(from: 0, to: extents.count, by: ExtentNode.leafCapacity) {
+            let leaf = Array(extents[start ..< min(start + ExtentNode.leafCapacity, extents.count)])
+            let block = try writeNode(ExtentNode(inode: inode.number, entries: .leaf(leaf)), transaction: transaction, allocator: allocator, seed: seed)
+            children.append(ExtentNode.Child(firstLogicalBlock: leaf[0].logicalBlock, block: block))
+        }
+        while children.count > 1 {
+            level += 1
+            var parents: [ExtentNode.Child] = []
+            for start in stride(from: 0, to: children.count, by: ExtentNode.innerCapacity) {
+                let group = Array(children[start ..< min(start + ExtentNode.innerCapacity, children.count)])
+                let block = try writeNode(ExtentNode(inode: inode.number, entries: .inner(level: level, group)),
+                                          transaction: transaction, allocator: allocator, seed: seed)
+                parents.append(ExtentNode.Child(firstLogicalBlock: group[0].firstLogicalBlock, block: block))
+            }
+            children = parents
+        }
+        inode.mapping = .tree(rootBlock: children[0].block, depth: level, extentCount: UInt64(extents.count))
+    }
+
+    private mutating func writeNode(_ node: ExtentNode, transaction: MetadataTransaction<NVM>, allocator: BlockAllocator<NVM>,
+                                    seed: UInt32) throws(ExtentMapError) -> UInt64 {
+        let block: UInt64
+        do {
+            block = try allocator.allocate(1, in: transaction)[0].lowerBound
+        } catch {
+            throw .noSpace("no NVM block for inode \(node.inode)'s extent tree: \(error)")
+        }
+        transaction.write(node.encode(seed: seed), at: allocator.nvmOffset(ofBlock: block))
+        treeBlocks.append(block)
+        return block
+    }
+}
