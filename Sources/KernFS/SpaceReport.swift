@@ -25,6 +25,8 @@ public struct SpaceReport: Sendable {
     public var problems: [String] = []
 
     public var inodesAllocated: UInt64 = 0
+    /// The last metadata transaction applied.
+    public var journalSequence: UInt64 = 0
 }
 
 extension Volume {
@@ -73,6 +75,7 @@ extension Volume {
             }
         }
         report.inodesAllocated = report.inodeChunksAllocated * UInt64(layout.inodesPerChunk)
+        report.journalSequence = MetadataJournal(nvm: nvm, superblock: superblock).appliedSequence
         let logTable = LogTable(nvm: nvm, superblock: superblock)
         for region in 0 ..< logTable.regionCount {
             let current = logTable.read(region)

@@ -72,6 +72,7 @@ struct Status: ParsableCommand {
         let details: [[String]] = [
             ["logs:", "\(layout.logRegionCount) × \(ByteSize.format(layout.logRegionBytes)), \(attached) attached, \(detached) awaiting digest"],
             ["inodes:", "\(report.inodesUsed) in use, \(report.inodesAllocated) allocated in \(report.inodeChunksAllocated) chunk(s), capacity \(layout.inodeCapacity - 1)"],
+            ["journal:", "\(ByteSize.format(layout.journalBytes)), \(report.journalSequence) transactions applied"],
         ]
         Output.table(details).forEach { Output.line($0) }
         if !report.problems.isEmpty {
