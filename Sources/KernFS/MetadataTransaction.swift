@@ -2,8 +2,11 @@
 // gathered in DRAM, read back by the code that made them, and committed atomically through
 // the metadata journal. Nothing reaches NVM before `commit`.
 //
-// Changes are kept per 4096-byte block: the block's new image and the span of it that
-// changed, so that an inode update journals 256 bytes, not a block.
+// Changes are kept per 4096-byte block: the block's new image and the spans of it that
+// changed, so that an inode update journals 256 bytes, not a block, and a directory insert
+// (checksum at byte 4, count at 26, the new entry further on) journals those three spans, not
+// everything between them. `writeChanged` stores only the bytes that differ, for callers that
+// re-encode a whole structure to change a few of its fields.
 
 import ShaleFormat
 import ShaleMedia
@@ -15,8 +18,26 @@ public final class MetadataTransaction<NVM: PersistentMemory> {
 
     private struct DirtyBlock {
         var image: [UInt8]
-        var low: Int
-        var high: Int
+        /// The changed byte ranges of the block: sorted, disjoint, and more than a journal
+        /// write header apart (closer ones are merged: one write is then no dearer than two).
+        var spans: [Range<Int>] = []
+
+        mutating func mark(_ range: Range<Int>) {
+            let gap = JournalWrite.headerBytes
+            var merged = range
+            var kept: [Range<Int>] = []
+            kept.reserveCapacity(spans.count + 1)
+            for span in spans {
+                if span.lowerBound <= merged.upperBound + gap && merged.lowerBound <= span.upperBound + gap {
+                    merged = min(span.lowerBound, merged.lowerBound) ..< max(span.upperBound, merged.upperBound)
+                } else {
+                    kept.append(span)
+                }
+            }
+            let index = kept.firstIndex { $0.lowerBound > merged.lowerBound } ?? kept.count
+            kept.insert(merged, at: index)
+            spans = kept
+        }
     }
 
     private var blocks: [UInt64: DirtyBlock] = [:]
@@ -32,7 +53,9 @@ public final class MetadataTransaction<NVM: PersistentMemory> {
 
     /// Bytes the transaction will take in the journal.
     public var journalBytes: Int {
-        blocks.values.reduce(0) { $0 + JournalWrite.headerBytes + ($1.high - $1.low + 7) / 8 * 8 }
+        blocks.values.reduce(0) { total, dirty in
+            dirty.spans.reduce(total) { $0 + JournalWrite.headerBytes + ($1.count + 7) / 8 * 8 }
+        }
     }
 
     /// The bytes at `offset`, with this transaction's changes applied.
@@ -70,15 +93,14 @@ public final class MetadataTransaction<NVM: PersistentMemory> {
             let block = position / Self.blockBytes * Self.blockBytes
             let within = Int(position - block)
             let take = min(bytes.count - done, Format.blockBytes - within)
-            var dirty = blocks[block] ?? {
+            if blocks[block] == nil {
                 order.append(block)
                 let blockCount = min(Format.blockBytes, nvm.byteCount - Int(block))
-                return DirtyBlock(image: nvm.load(at: Int(block), count: blockCount), low: within, high: within + take)
-            }()
-            dirty.image.replaceSubrange(within ..< within + take, with: bytes[done ..< done + take])
-            dirty.low = min(dirty.low, within)
-            dirty.high = max(dirty.high, within + take)
-            blocks[block] = dirty
+                blocks[block] = DirtyBlock(image: nvm.load(at: Int(block), count: blockCount))
+            }
+            // Changed in place through the dictionary (no copy of the image per write).
+            blocks[block]!.image.replaceSubrange(within ..< within + take, with: bytes[done ..< done + take])
+            blocks[block]!.mark(within ..< within + take)
             done += take
         }
     }
@@ -87,11 +109,46 @@ public final class MetadataTransaction<NVM: PersistentMemory> {
         write(withUnsafeBytes(of: value.littleEndian) { Array($0) }, at: offset)
     }
 
-    /// The journal writes this transaction amounts to: the changed span of each block.
+    /// Makes the `bytes.count` bytes at `offset` equal `bytes`, writing (and so journaling)
+    /// only the runs that differ from what the transaction reads there now. Runs closer than
+    /// a journal write header are written as one.
+    public func writeChanged(_ bytes: [UInt8], at offset: UInt64) {
+        let current = read(offset, count: bytes.count)
+        let gap = JournalWrite.headerBytes
+        var runs: [Range<Int>] = []
+        bytes.withUnsafeBytes { new in
+            current.withUnsafeBytes { old in
+                var index = 0
+                var runStart: Int? = nil
+                var lastDifference = 0
+                while index < new.count {
+                    // Outside a run, equal 8-byte words are skipped whole: most of a
+                    // re-encoded block is unchanged.
+                    if runStart == nil, index + 8 <= new.count,
+                       new.loadUnaligned(fromByteOffset: index, as: UInt64.self) == old.loadUnaligned(fromByteOffset: index, as: UInt64.self) {
+                        index += 8
+                        continue
+                    }
+                    if new[index] != old[index] {
+                        if runStart == nil { runStart = index }
+                        lastDifference = index
+                    } else if let start = runStart, index - lastDifference > gap {
+                        runs.append(start ..< lastDifference + 1)
+                        runStart = nil
+                    }
+                    index += 1
+                }
+                if let start = runStart { runs.append(start ..< lastDifference + 1) }
+            }
+        }
+        for run in runs { write(Array(bytes[run]), at: offset + UInt64(run.lowerBound)) }
+    }
+
+    /// The journal writes this transaction amounts to: the changed spans of each block.
     public var journalWrites: [JournalWrite] {
-        order.map { block in
+        order.flatMap { block in
             let dirty = blocks[block]!
-            return JournalWrite(offset: block + UInt64(dirty.low), bytes: Array(dirty.image[dirty.low ..< dirty.high]))
+            return dirty.spans.map { JournalWrite(offset: block + UInt64($0.lowerBound), bytes: Array(dirty.image[$0])) }
         }
     }
 

@@ -20,7 +20,10 @@ public struct FieldWriter {
 
     public mutating func put(bytes: [UInt8]) {
         precondition(offset + bytes.count <= buffer.count, "field beyond the structure")
-        for (index, byte) in bytes.enumerated() { buffer[offset + index] = byte }
+        // One copy, not a loop: directory blocks put a name per entry.
+        bytes.withUnsafeBytes { source in
+            if let base = source.baseAddress { (buffer.baseAddress! + offset).copyMemory(from: base, byteCount: source.count) }
+        }
         offset += bytes.count
     }
 
@@ -65,8 +68,12 @@ public struct FieldReader {
     }
 
     public mutating func bytes(_ count: Int) -> [UInt8] {
-        precondition(offset + count <= buffer.count, "field beyond the structure")
-        let result = Array(buffer[offset ..< offset + count])
+        precondition(offset >= 0 && count >= 0 && offset + count <= buffer.count, "field beyond the structure")
+        let source = buffer.baseAddress.map { $0 + offset }
+        let result = [UInt8](unsafeUninitializedCapacity: count) { target, initialized in
+            if let source, count > 0 { UnsafeMutableRawPointer(target.baseAddress!).copyMemory(from: source, byteCount: count) }
+            initialized = count
+        }
         offset += count
         return result
     }

@@ -36,16 +36,36 @@ public struct DirectoryEntry: Equatable, Sendable {
     public static func nameProblem(_ name: [UInt8]) -> String? {
         if name.isEmpty { return "empty name" }
         if name.count > Format.nameBytesMax { return "name of \(name.count) bytes exceeds \(Format.nameBytesMax)" }
-        if name.contains(0) || name.contains(UInt8(ascii: "/")) { return "name contains NUL or '/'" }
-        if name == [UInt8(ascii: ".")] || name == [UInt8(ascii: "."), UInt8(ascii: ".")] { return "'.' and '..' are not stored" }
+        // One plain pass (every entry of every directory block read is checked).
+        let forbidden = name.withUnsafeBufferPointer { bytes in
+            var index = 0
+            while index < bytes.count {
+                if bytes[index] == 0 || bytes[index] == UInt8(ascii: "/") { return true }
+                index += 1
+            }
+            return false
+        }
+        if forbidden { return "name contains NUL or '/'" }
+        if name.count <= 2 && name.allSatisfy({ $0 == UInt8(ascii: ".") }) { return "'.' and '..' are not stored" }
         return nil
     }
 
     /// The hash of a name in a directory: SipHash-2-4 under the volume's directory hash key
     /// with the directory's inode number mixed into it, truncated to 32 bits (DirectoryHash.swift).
     public static func hash(name: [UInt8], directory: UInt64, key: DirectoryHashKey) -> UInt32 {
-        let full = name.withUnsafeBytes { SipHash.hash24(k0: key.k0 ^ directory, k1: key.k1, $0) }
-        return UInt32(truncatingIfNeeded: full ^ (full >> 32))
+        hash(fullHash: fullHash(name: name, directory: directory, key: key))
+    }
+
+    /// The whole 64-bit SipHash the name hash is folded from. KernFS orders a directory
+    /// listing by it (the stored 32-bit hash first, then more of these bits), so that
+    /// readdir positions survive 32-bit collisions.
+    public static func fullHash(name: [UInt8], directory: UInt64, key: DirectoryHashKey) -> UInt64 {
+        name.withUnsafeBytes { SipHash.hash24(k0: key.k0 ^ directory, k1: key.k1, $0) }
+    }
+
+    /// The stored 32-bit hash of a full hash: low half XOR high half.
+    public static func hash(fullHash full: UInt64) -> UInt32 {
+        UInt32(truncatingIfNeeded: full ^ (full >> 32))
     }
 }
 

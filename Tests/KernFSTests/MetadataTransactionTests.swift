@@ -34,4 +34,34 @@ struct MetadataTransactionTests {
         try transaction.commit()
         #expect(journal.appliedSequence == 0, "an empty transaction commits nothing")
     }
+
+    /// A re-encoded block journals only the runs that differ (a directory insert: checksum,
+    /// count, the new entry), each its own write; runs closer than a write header merge.
+    @Test func writeChangedJournalsOnlyTheRunsThatDiffer() throws {
+        let (nvm, superblock) = try MetadataJournalTests.volume()
+        let transaction = MetadataTransaction(journal: MetadataJournal(nvm: nvm, superblock: superblock))
+        let base = superblock.device(.nvm)!.dataOffset + 100 * 4096
+        var image = [UInt8](repeating: 7, count: 4096)
+        nvm.storePersist(image, at: Int(base))
+        image[4] = 1
+        image[5] = 2
+        image[20] = 3  // 14 equal bytes after the first run: one write is cheaper than two
+        for index in 1000 ..< 1010 { image[index] = 4 }
+        image[4095] = 5
+        transaction.writeChanged(image, at: base)
+        #expect(transaction.journalWrites.map { $0.offset - base } == [4, 1000, 4095])
+        #expect(transaction.journalWrites.map(\.bytes.count) == [17, 10, 1])
+        #expect(transaction.journalBytes == 3 * JournalWrite.headerBytes + 24 + 16 + 8)
+        #expect(transaction.read(base, count: 4096) == image)
+        transaction.writeChanged(image, at: base)
+        #expect(transaction.journalWrites.count == 3, "equal bytes write nothing")
+        // A later write close to two spans joins them.
+        transaction.write([9, 9], at: base + 1020)
+        #expect(transaction.journalWrites.map { $0.offset - base } == [4, 1000, 4095])
+        #expect(transaction.journalWrites.map(\.bytes.count) == [17, 22, 1])
+        image[1020] = 9
+        image[1021] = 9
+        try transaction.commit()
+        #expect(nvm.load(at: Int(base), count: 4096) == image)
+    }
 }
