@@ -61,8 +61,9 @@ import ShaleMedia
 public protocol DirectoryBlockMap {
     /// NVM byte offset of logical block `logical`, or nil if the directory has no such block.
     func offset(ofLogicalBlock logical: UInt64) -> UInt64?
-    /// Gives the directory a new block at `logical`, zero-filled in the transaction; returns
-    /// its NVM offset. Throws `noSpace` when there is none.
+    /// Gives the directory a new block at `logical` and returns its NVM offset. Its old
+    /// contents do not matter: the store writes a whole block image before it reads one.
+    /// Throws `noSpace` when there is none.
     mutating func allocate(logicalBlock logical: UInt64) throws(DirectoryError) -> UInt64
     /// Releases the block at `logical`.
     mutating func release(logicalBlock logical: UInt64)
