@@ -28,6 +28,10 @@ public final class BlockAllocator<NVM: PersistentMemory>: @unchecked Sendable {
     private var freeSummary: [UInt64]
     /// Where the next search starts (next fit: consecutive allocations stay together).
     private var cursor: UInt64 = 0
+    /// Blocks freed by the transaction in progress: not handed out again until it commits
+    /// (`transactionEnded`), because until then the committed state still uses them, and a
+    /// caller may write data into a new block directly, outside the journal.
+    private var freedInTransaction: Set<UInt64> = []
 
     public init(nvm: NVM, device: DeviceDescriptor, volumeSeed: UInt32) throws(AllocationError) {
         self.nvm = nvm
@@ -37,8 +41,13 @@ public final class BlockAllocator<NVM: PersistentMemory>: @unchecked Sendable {
         try reload()
     }
 
+    /// The transaction that freed blocks has committed (or been aborted and reloaded): they
+    /// may be handed out again.
+    public func transactionEnded() { freedInTransaction.removeAll() }
+
     /// Re-reads the summary from NVM (after an aborted transaction).
     public func reload() throws(AllocationError) {
+        freedInTransaction.removeAll()
         var summary: [UInt64] = []
         for index in 0 ..< device.bitmapBlocks {
             let bitmap = try decode(nvm.view(at: Int(bitmapOffset(index)), count: Format.blockBytes), index: index)
@@ -70,10 +79,14 @@ public final class BlockAllocator<NVM: PersistentMemory>: @unchecked Sendable {
                     bitmap = try decode(transaction.read(bitmapOffset(index), count: Format.blockBytes), index: index)
                 }
                 var bit = index == cursor / Self.bitsPerBlock ? Int(cursor % Self.bitsPerBlock) : 0
+                let base = index * Self.bitsPerBlock
+                func available(_ bit: Int) -> Bool {
+                    !bitmap.isUsed(bit) && (freedInTransaction.isEmpty || !freedInTransaction.contains(base + UInt64(bit)))
+                }
                 while bit < Int(bitmap.blockCount) && remaining > 0 {
-                    guard !bitmap.isUsed(bit) else { bit += 1; continue }
+                    guard available(bit) else { bit += 1; continue }
                     var end = bit
-                    while end < Int(bitmap.blockCount), !bitmap.isUsed(end), UInt64(end - bit) < remaining { end += 1 }
+                    while end < Int(bitmap.blockCount), available(end), UInt64(end - bit) < remaining { end += 1 }
                     let length = UInt64(end - bit)
                     if contiguous && length < count {
                         bit = end
@@ -123,6 +136,7 @@ public final class BlockAllocator<NVM: PersistentMemory>: @unchecked Sendable {
                     throw .damaged("\(device.tier) block \(target) freed twice (the allocator bitmap says it is free)")
                 }
                 bitmap.setUsed(bit, false)
+                freedInTransaction.insert(target)
             }
             transaction.write(bitmap.encode(seed: seed), at: bitmapOffset(index))
             freeSummary[Int(index)] = UInt64(bitmap.freeCount)

@@ -94,6 +94,29 @@ public final class LogTable<NVM: PersistentMemory>: @unchecked Sendable {
         write(region, descriptor)
     }
 
+    /// The digest cursor update as part of a metadata transaction (digest's batch): the
+    /// non-current copy, as the transaction sees the table, gets the new cursor and version
+    /// + 1. Durable at the transaction's commit, with the changes of the records it covers.
+    public func advanceDigestCursor(_ region: Int, offset: UInt64, sequence: UInt64,
+                                    in transaction: MetadataTransaction<NVM>) throws(LogTableError) {
+        let copies = (0 ..< 2).map { copy in
+            transaction.read(layout.logDescriptorOffset(region: region, copy: copy), count: LogRegionDescriptor.encodedBytes)
+        }
+        let current = copies[0].withUnsafeBytes { first in
+            copies[1].withUnsafeBytes { second in
+                LogRegionDescriptor.current(copies: (first, second), seed: volumeSeed, regionBytes: layout.logRegionBytes)
+            }
+        }
+        guard var descriptor = current.descriptor, descriptor.state != .free else { throw .notAttached(region: region) }
+        guard offset < layout.logRegionBytes, offset % 8 == 0 else { throw .cursorOutOfRange(region: region, offset: offset) }
+        precondition(sequence >= descriptor.digestedSequence, "the digest cursor never moves back")
+        descriptor.digestedOffset = offset
+        descriptor.digestedSequence = sequence
+        descriptor.version &+= 1
+        let target = current.copyIndex == 0 ? 1 : 0
+        transaction.write(descriptor.encode(seed: volumeSeed), at: layout.logDescriptorOffset(region: region, copy: target))
+    }
+
     /// The owner is gone (closed, or died): its region waits to be digested.
     public func detach(_ region: Int) throws(LogTableError) {
         guard var descriptor = read(region).descriptor, descriptor.state == .attached else { throw .notAttached(region: region) }
