@@ -41,13 +41,30 @@ public final class BlockAllocator<NVM: PersistentMemory>: @unchecked Sendable {
         try reload()
     }
 
-    /// The transaction that freed blocks has committed (or been aborted and reloaded): they
-    /// may be handed out again.
-    public func transactionEnded() { freedInTransaction.removeAll() }
+    /// Transactions this allocator has changed, which tell it when they end.
+    private var watched: Set<ObjectIdentifier> = []
+    /// Set when an aborted transaction's changes could not be undone (NVM damage).
+    private var poisoned: String?
+
+    /// Ties this allocator's DRAM state to `transaction`: freed blocks become reusable when it
+    /// commits; an abort re-reads the summary from NVM, undoing its allocations and frees.
+    private func watch(_ transaction: MetadataTransaction<NVM>) {
+        let id = ObjectIdentifier(transaction)
+        guard watched.insert(id).inserted else { return }
+        transaction.onEnd { [self] committed in
+            watched.remove(id)
+            if committed {
+                freedInTransaction.removeAll()
+            } else {
+                do { try reload() } catch { poisoned = "\(error)" }
+            }
+        }
+    }
 
     /// Re-reads the summary from NVM (after an aborted transaction).
     public func reload() throws(AllocationError) {
         freedInTransaction.removeAll()
+        poisoned = nil
         var summary: [UInt64] = []
         for index in 0 ..< device.bitmapBlocks {
             let bitmap = try decode(nvm.view(at: Int(bitmapOffset(index)), count: Format.blockBytes), index: index)
@@ -63,6 +80,8 @@ public final class BlockAllocator<NVM: PersistentMemory>: @unchecked Sendable {
     public func allocate(_ count: UInt64, in transaction: MetadataTransaction<NVM>,
                          contiguous: Bool = false) throws(AllocationError) -> [Range<UInt64>] {
         precondition(count > 0)
+        if let poisoned { throw .damaged(poisoned) }
+        watch(transaction)
         guard count <= freeBlocks else { throw .noSpace(tier: device.tier, wantedBlocks: count, freeBlocks: freeBlocks) }
         var runs: [Range<UInt64>] = []
         var remaining = count
@@ -124,7 +143,11 @@ public final class BlockAllocator<NVM: PersistentMemory>: @unchecked Sendable {
 
     /// Frees `blocks` (data-area block numbers of the tier), all of which must be in use.
     public func free(_ blocks: Range<UInt64>, in transaction: MetadataTransaction<NVM>) throws(AllocationError) {
-        precondition(blocks.upperBound <= device.dataBlocks)
+        guard blocks.upperBound <= device.dataBlocks else {
+            throw .damaged("\(device.tier) blocks \(blocks) lie beyond the tier's \(device.dataBlocks) blocks")
+        }
+        if let poisoned { throw .damaged(poisoned) }
+        watch(transaction)
         var block = blocks.lowerBound
         while block < blocks.upperBound {
             let index = block / Self.bitsPerBlock

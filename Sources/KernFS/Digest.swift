@@ -111,7 +111,13 @@ public final class Digester<NVM: PersistentMemory>: @unchecked Sendable {
                 continue
             }
             do {
-                try apply(operation, data: data, batch: &batch)
+                do {
+                    try apply(operation, data: data, batch: &batch)
+                } catch let error as InodeError {
+                    // A number outside the table is the record's fault, not the shared area's.
+                    if case .outOfRange = error { throw Refusal("\(error)") }
+                    throw error
+                }
                 report.applied += 1
             } catch let refusal as Refusal {
                 report.refused.append((record.header.sequence, refusal.reason))
@@ -149,7 +155,6 @@ public final class Digester<NVM: PersistentMemory>: @unchecked Sendable {
             try? inodes.reload()
             throw .journal(error)
         }
-        allocator.transactionEnded()
         return report
     }
 
@@ -166,8 +171,8 @@ public final class Digester<NVM: PersistentMemory>: @unchecked Sendable {
         switch operation {
         case let .create(arguments), let .mkdir(arguments), let .mknod(arguments):
             var parent = try directory(arguments.parent, in: transaction)
-            guard try inodes.read(arguments.inode, in: transaction) == nil else {
-                throw Refusal("inode \(arguments.inode) is already in use")
+            guard try inodes.canCreate(arguments.inode, in: transaction) else {
+                throw Refusal("inode \(arguments.inode) is already in use, or was never handed out")
             }
             let isDirectory = arguments.mode & Inode.typeMask == Inode.typeDirectory
             let store = DirectoryStore(directory: parent.number, hashKey: superblock.directoryHashKey, volumeSeed: seed, transaction: transaction)
@@ -252,7 +257,7 @@ public final class Digester<NVM: PersistentMemory>: @unchecked Sendable {
             if arguments.size < inode.size {
                 var map = try ExtentMap<NVM>(inode: inode, transaction: transaction, nvmData: allocator.device, seed: seed)
                 let keepBlocks = (arguments.size + Self.blockBytes - 1) / Self.blockBytes
-                batch.freed += map.unmap(keepBlocks ..< UInt64.max / Self.blockBytes).map(\.blocks)
+                batch.freed += map.unmap(keepBlocks ..< UInt64.max / Self.blockBytes).filter { $0.tier == .nvm }.map(\.blocks)
                 // The rest of the last kept block reads as zeros from now on.
                 let tail = Int(arguments.size % Self.blockBytes)
                 if tail != 0, let extent = map.lookup(keepBlocks - 1) {

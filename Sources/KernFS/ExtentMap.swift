@@ -40,14 +40,18 @@ public struct ExtentMap<NVM: PersistentMemory> {
     static var depthMax: Int { 6 }
 
     /// Loads the map of `inode` through `transaction`.
-    public init(inode: Inode, transaction: MetadataTransaction<NVM>, nvmData: DeviceDescriptor, seed: UInt32) throws(ExtentMapError) {
+    /// `tiers` are the volume's devices (the NVM first); extents are checked against them.
+    public init(inode: Inode, transaction: MetadataTransaction<NVM>, nvmData: DeviceDescriptor, seed: UInt32,
+                tiers givenTiers: [DeviceDescriptor] = []) throws(ExtentMapError) {
+        let tiers = givenTiers.isEmpty ? [nvmData] : givenTiers
         self.inode = inode.number
         treeBlocks = []
         switch inode.mapping {
         case let .extents(inline):
             extents = inline
         case .inline:
-            extents = []
+            // Inline bytes are not blocks: the caller moves them into a block first.
+            throw .damaged("inode \(inode.number) keeps its data inline; it has no extent map")
         case let .tree(root, depth, count):
             var loaded: [Extent] = []
             var nodes: [UInt64] = []
@@ -61,6 +65,15 @@ public struct ExtentMap<NVM: PersistentMemory> {
         }
         for (a, b) in zip(extents, extents.dropFirst()) where a.logicalEnd > b.logicalBlock {
             throw .damaged("inode \(inode.number): extents overlap at logical block \(b.logicalBlock)")
+        }
+        // Every extent must lie on its tier: a wild one would otherwise be freed or read.
+        for extent in extents {
+            guard let tier = tiers.first(where: { $0.tier == extent.tier }) else {
+                throw .damaged("inode \(inode.number): an extent on the \(extent.tier) tier, which this volume does not have")
+            }
+            guard extent.physicalBlock <= tier.dataBlocks, UInt64(extent.blockCount) <= tier.dataBlocks - extent.physicalBlock else {
+                throw .damaged("inode \(inode.number): extent at \(extent.tier) block \(extent.physicalBlock)+\(extent.blockCount) lies beyond the tier")
+            }
         }
     }
 
@@ -117,11 +130,16 @@ public struct ExtentMap<NVM: PersistentMemory> {
         for extent in extents {
             let start = extent.logicalBlock, end = extent.logicalEnd
             guard start < range.upperBound, end > range.lowerBound else { kept.append(extent); continue }
-            precondition(!extent.flags.contains(.compressed), "a compressed extent is never split")
             let cutStart = max(start, range.lowerBound), cutEnd = min(end, range.upperBound)
+            // A compressed extent can only go whole; cutting it is the tiering layer's job
+            // (decompress first). A split checksummed extent no longer has its checksum.
+            precondition(!extent.flags.contains(.compressed) || (cutStart == start && cutEnd == end),
+                         "a compressed extent is never split")
             if start < cutStart {
                 var left = extent
                 left.blockCount = UInt32(cutStart - start)
+                left.flags.remove(.checksummed)
+                left.checksum = 0
                 kept.append(left)
             }
             freed.append(FreedBlocks(tier: extent.tier, blocks: extent.physicalBlock + (cutStart - start) ..< extent.physicalBlock + (cutEnd - start)))
@@ -130,6 +148,8 @@ public struct ExtentMap<NVM: PersistentMemory> {
                 right.logicalBlock = cutEnd
                 right.physicalBlock = extent.physicalBlock + (cutEnd - start)
                 right.blockCount = UInt32(end - cutEnd)
+                right.flags.remove(.checksummed)
+                right.checksum = 0
                 kept.append(right)
             }
         }
@@ -168,13 +188,19 @@ public struct ExtentMap<NVM: PersistentMemory> {
     public mutating func store(into inode: inout Inode, transaction: MetadataTransaction<NVM>,
                                allocator: BlockAllocator<NVM>, seed: UInt32) throws(ExtentMapError) {
         precondition(inode.number == self.inode)
-        do {
-            for block in treeBlocks { try allocator.free(block ..< block + 1, in: transaction) }
-        } catch {
-            throw .damaged("\(error)")
-        }
+        // The old tree's nodes are freed only after the new tree is written: a failure half
+        // way (no space for a node) leaves the inode's old mapping intact and referenced.
+        let oldNodes = treeBlocks
         treeBlocks = []
+        func freeOldNodes() throws(ExtentMapError) {
+            do {
+                for block in oldNodes { try allocator.free(block ..< block + 1, in: transaction) }
+            } catch {
+                throw .damaged("\(error)")
+            }
+        }
         if extents.count <= Inode.inlineExtentCapacity {
+            try freeOldNodes()
             inode.mapping = .extents(extents)
             return
         }
@@ -197,6 +223,7 @@ public struct ExtentMap<NVM: PersistentMemory> {
             }
             children = parents
         }
+        try freeOldNodes()
         inode.mapping = .tree(rootBlock: children[0].block, depth: level, extentCount: UInt64(extents.count))
     }
 

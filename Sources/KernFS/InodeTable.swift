@@ -30,10 +30,16 @@ public final class InodeTable<NVM: PersistentMemory>: @unchecked Sendable {
     private let nvm: NVM
     private let seed: UInt32
     private let allocator: BlockAllocator<NVM>
-    /// Free slots known to be all zero on NVM; allocation pops the last (recently freed
-    /// numbers are reused first, new chunks fill from their lowest number).
+    /// Candidate free numbers; allocation pops the last (recently freed numbers are reused
+    /// first, new chunks fill from their lowest number). A number is really free only while
+    /// it is also in `isFree` (lazy deletion: `write` takes a number out of `isFree` only).
     private var freeNumbers: [UInt64] = []
+    private var isFree: Set<UInt64> = []
+    /// Handed out and not yet written or released. Survives reloads: a reserved number may
+    /// sit in a client's log, undigested.
     private var reserved: Set<UInt64> = []
+    /// Transactions this table has changed, which tell it when they end.
+    private var watched: Set<ObjectIdentifier> = []
 
     public init(nvm: NVM, superblock: Superblock, nvmAllocator: BlockAllocator<NVM>) throws(InodeError) {
         precondition(nvmAllocator.device.tier == .nvm)
@@ -44,7 +50,8 @@ public final class InodeTable<NVM: PersistentMemory>: @unchecked Sendable {
         try reload()
     }
 
-    /// Rebuilds the free list from NVM (at open, and after an aborted transaction).
+    /// Rebuilds the free list from NVM (at open, and after an aborted transaction), leaving
+    /// reserved numbers out.
     public func reload() throws(InodeError) {
         var free: [UInt64] = []
         let perChunk = UInt64(layout.inodesPerChunk)
@@ -54,34 +61,58 @@ public final class InodeTable<NVM: PersistentMemory>: @unchecked Sendable {
             try checkChunkOffset(offset, chunk: chunk)
             for slot in 0 ..< perChunk {
                 let number = chunk * perChunk + slot
-                guard number != 0 else { continue }
+                guard number != 0, !reserved.contains(number) else { continue }
                 let view = nvm.view(at: Int(offset + slot * UInt64(layout.inodeBytes)), count: Int(layout.inodeBytes))
                 if view.allSatisfy({ $0 == 0 }) { free.append(number) }
             }
         }
         freeNumbers = free.reversed()
-        reserved.removeAll()
+        isFree = Set(free)
     }
 
     /// Free slots in allocated chunks (more chunks are added on demand).
-    public var freeCount: Int { freeNumbers.count }
+    public var freeCount: Int { isFree.count }
 
     /// Hands out `count` free inode numbers, reserved until written or released. Adds a
-    /// chunk (in `transaction`) when the allocated ones are full.
+    /// chunk (in `transaction`) when the allocated ones are full; its numbers become free
+    /// for everyone when the transaction commits.
     public func allocate(_ count: Int = 1, in transaction: MetadataTransaction<NVM>) throws(InodeError) -> [UInt64] {
         var numbers: [UInt64] = []
         while numbers.count < count {
-            if freeNumbers.isEmpty { try addChunk(in: transaction) }
-            let number = freeNumbers.removeLast()
+            guard let number = popFree() else {
+                do {
+                    try addChunk(in: transaction)
+                } catch {
+                    release(numbers)
+                    throw error
+                }
+                continue
+            }
             reserved.insert(number)
             numbers.append(number)
         }
         return numbers
     }
 
+    private func popFree() -> UInt64? {
+        while let number = freeNumbers.popLast() {
+            if isFree.remove(number) != nil { return number }
+        }
+        return nil
+    }
+
     /// Returns reserved numbers that were never written.
     public func release(_ numbers: [UInt64]) {
-        for number in numbers where reserved.remove(number) != nil { freeNumbers.append(number) }
+        for number in numbers where reserved.remove(number) != nil {
+            freeNumbers.append(number)
+            isFree.insert(number)
+        }
+    }
+
+    /// Whether `number` may become a new inode: inside an allocated chunk, and its slot free.
+    public func canCreate(_ number: UInt64, in transaction: MetadataTransaction<NVM>) throws(InodeError) -> Bool {
+        guard try slotOffset(number, in: transaction) != nil else { return false }
+        return try read(number, in: transaction) == nil
     }
 
     /// The inode, or nil for a free slot (or a chunk not yet allocated).
@@ -98,20 +129,41 @@ public final class InodeTable<NVM: PersistentMemory>: @unchecked Sendable {
         return try result.get()
     }
 
-    /// Writes (creates or updates) an inode; its number must be allocated or in use.
+    /// Writes (creates or updates) an inode; its number must be allocated or in use. A new
+    /// inode's number stops being free or reserved (an abort reloads the free list).
     public func write(_ inode: Inode, in transaction: MetadataTransaction<NVM>) throws(InodeError) {
         guard inode.mode != 0 else { throw .damaged("inode \(inode.number) written with mode 0") }
         guard let slot = try slotOffset(inode.number, in: transaction) else { throw .outOfRange(inode.number) }
+        watch(transaction)
         transaction.write(inode.encode(seed: seed), at: slot)
         reserved.remove(inode.number)
+        isFree.remove(inode.number)
     }
 
-    /// Frees an inode's slot (its blocks are the caller's to free).
+    /// Frees an inode's slot (its blocks are the caller's to free). The number becomes free
+    /// for others when the transaction commits, not before.
     public func free(_ number: UInt64, in transaction: MetadataTransaction<NVM>) throws(InodeError) {
         guard let slot = try slotOffset(number, in: transaction) else { throw .outOfRange(number) }
+        watch(transaction)
         transaction.write([UInt8](repeating: 0, count: Inode.encodedBytes), at: slot)
         reserved.remove(number)
-        freeNumbers.append(number)
+        transaction.onEnd { [self] committed in
+            if committed {
+                freeNumbers.append(number)
+                isFree.insert(number)
+            }
+        }
+    }
+
+    /// An aborted transaction may have created or removed inodes and chunks: re-read the
+    /// free list from NVM (reservations stay).
+    private func watch(_ transaction: MetadataTransaction<NVM>) {
+        let id = ObjectIdentifier(transaction)
+        guard watched.insert(id).inserted else { return }
+        transaction.onEnd { [self] committed in
+            watched.remove(id)
+            if !committed { try? reload() }
+        }
     }
 
     // MARK: - Chunks
@@ -153,6 +205,13 @@ public final class InodeTable<NVM: PersistentMemory>: @unchecked Sendable {
         transaction.writeWord(offset, at: layout.inodeMapOffset + chunk * 8)
         let perChunk = UInt64(layout.inodesPerChunk)
         let numbers = (chunk * perChunk ..< (chunk + 1) * perChunk).filter { $0 != 0 }
+        // Usable at once by this transaction's caller; if it aborts, the chunk is not
+        // linked, so its numbers (and reservations of them) are dropped by the reload.
         freeNumbers = numbers.reversed() + freeNumbers
+        isFree.formUnion(numbers)
+        watch(transaction)
+        transaction.onEnd { [self] committed in
+            if !committed { reserved.subtract(numbers) }
+        }
     }
 }

@@ -66,7 +66,9 @@ public final class LogTable<NVM: PersistentMemory>: @unchecked Sendable {
             let current = read(region)
             let isFree: Bool
             if let descriptor = current.descriptor {
-                isFree = descriptor.state == .free
+                // A damaged copy might have held a later epoch: reusing the region could let
+                // an earlier owner's records verify under the new one. Left for fsck.
+                isFree = descriptor.state == .free && current.damage.isEmpty
             } else {
                 // Never written (both copies zero) is free. Both copies damaged: nothing in
                 // the region can be trusted to be digested, so it is left for fsck.

@@ -74,7 +74,20 @@ public final class MetadataJournal<NVM: PersistentMemory>: @unchecked Sendable {
     /// Commits `writes` as one transaction and applies them; on return they are durable in
     /// place. Later writes to the same bytes win, as if applied in order.
     public func commit(_ writes: [JournalWrite]) throws(JournalError) {
-        guard !writes.isEmpty else { return }
+        // Even with nothing to journal, the fence is what makes the caller's ordered writes
+        // (stored and flushed before commit) durable.
+        guard !writes.isEmpty else { nvm.fence(); return }
+        // The same rules recovery applies, checked before the commit point: a transaction
+        // recovery would call damage is never committed.
+        for (index, write) in writes.enumerated() {
+            let (end, overflow) = write.offset.addingReportingOverflow(UInt64(write.bytes.count))
+            let range = write.offset ..< (overflow ? UInt64.max : end)
+            guard !write.bytes.isEmpty, !overflow, allowed.contains(write.offset), end <= allowed.upperBound,
+                  !forbidden.contains(where: { $0.overlaps(range) }) else {
+                throw .damaged(.invalidField(structure: "metadata transaction", field: "write \(index)",
+                                             reason: "range \(write.offset)+\(write.bytes.count) is not shared-area metadata"))
+            }
+        }
         let sequence = appliedSequence &+ 1
         let encoded = JournalTransactionHeader.encode(writes: writes, sequence: sequence, seed: seed)
         guard encoded.body.count <= capacityBytes else { throw .tooLarge(bytes: encoded.body.count, capacity: capacityBytes) }

@@ -155,14 +155,36 @@ public final class MetadataTransaction<NVM: PersistentMemory> {
     /// Commit point of the transaction: the journal's commit fence. On return every change is
     /// durable in place; the transaction is empty again.
     public func commit() throws(JournalError) {
-        try journal.commit(journalWrites)
+        do {
+            try journal.commit(journalWrites)
+        } catch {
+            abort()
+            throw error
+        }
         blocks.removeAll()
         order.removeAll()
+        finish(committed: true)
     }
 
     /// Forgets every change.
     public func abort() {
         blocks.removeAll()
         order.removeAll()
+        finish(committed: false)
+    }
+
+    /// DRAM state that belongs to this transaction (blocks and inode numbers freed by it, a
+    /// new inode chunk's numbers) registers here: published when the transaction commits,
+    /// undone when it aborts. Until then nobody else may use what the transaction freed.
+    public func onEnd(_ action: @escaping (_ committed: Bool) -> Void) {
+        endActions.append(action)
+    }
+
+    private var endActions: [(Bool) -> Void] = []
+
+    private func finish(committed: Bool) {
+        let actions = endActions
+        endActions.removeAll()
+        for action in actions { action(committed) }
     }
 }

@@ -71,3 +71,28 @@ struct BlockAllocatorTests {
         _ = first
     }
 }
+
+struct BlockReuseTests {
+    /// A block freed by an open transaction is still used by the committed state: it is not
+    /// handed out again until the transaction commits.
+    @Test func aBlockFreedByAnOpenTransactionIsNotReusedUntilItCommits() throws {
+        let (_, _, allocator, transaction) = try BlockAllocatorTests.setUp()
+        let taken = try allocator.allocate(4, in: transaction)[0]
+        try transaction.commit()
+        try allocator.free(taken, in: transaction)
+        let during = try allocator.allocate(4, in: transaction)
+        #expect(during.allSatisfy { !$0.overlaps(taken) })
+        try transaction.commit()
+        // Next fit moves on; the freed run is found again once the search wraps.
+        let everything = try allocator.allocate(allocator.freeBlocks, in: transaction)
+        #expect(everything.contains { $0.overlaps(taken) })
+    }
+
+    @Test func anAbortUndoesAllocationsAndFrees() throws {
+        let (_, _, allocator, transaction) = try BlockAllocatorTests.setUp()
+        let free = allocator.freeBlocks
+        _ = try allocator.allocate(10, in: transaction)
+        transaction.abort()
+        #expect(allocator.freeBlocks == free)
+    }
+}

@@ -233,3 +233,21 @@ struct DigestTests {
         #expect(checked > 20)
     }
 }
+
+struct DigestHostileRecordTests {
+    /// A create naming an inode number KernFS never handed out (outside every allocated
+    /// chunk, or past the table) is refused; the log goes on.
+    @Test func createsOfNumbersNeverHandedOutAreRefused() throws {
+        let world = try DigestTests.World()
+        let root = world.superblock.rootInode
+        for number in [UInt64(1) << 20, world.superblock.layout.inodeCapacity + 5] {
+            try world.log.append(.create(CreateArguments(parent: root, inode: number, mode: 0o100644, uid: 0, gid: 0, rdev: 0,
+                                                         time: world.tick(), name: Array("x\(number)".utf8))))
+        }
+        try world.create("fine", in: root)
+        let report = try world.digestAll()
+        #expect(report.applied == 1)
+        #expect(report.refused.count == 2, "\(report.refused)")
+        #expect(try world.tree().count == 2)
+    }
+}

@@ -62,7 +62,8 @@ struct ExtentMapTests {
     }
 
     /// Few extents stay in the inode; many go to a tree that reads back identically and whose
-    /// old nodes are freed when it is rewritten.
+    /// old nodes are freed when it is rewritten. (The physical blocks are made up, inside the
+    /// tier, and never allocated: only the map is under test.)
     @Test func storedMapsReadBackInlineOrAsATree() throws {
         let (_, superblock, allocator, transaction) = try Self.setUp()
         let seed = superblock.volumeID.checksumSeed
@@ -70,14 +71,14 @@ struct ExtentMapTests {
         var inode = Self.file()
         var map = try ExtentMap<NVM>(inode: inode, transaction: transaction, nvmData: nvmData, seed: seed)
         for index in 0 ..< 3 as Range<UInt64> {
-            map.map(Extent(logicalBlock: index * 10, physicalBlock: 100 + index * 10, blockCount: 2, tier: .nvm))
+            map.map(Extent(logicalBlock: index * 10, physicalBlock: 100 + index, blockCount: 1, tier: .nvm))
         }
         try map.store(into: &inode, transaction: transaction, allocator: allocator, seed: seed)
         guard case .extents = inode.mapping else { Issue.record("three extents belong in the inode"); return }
 
         let freeBefore = allocator.freeBlocks
         for index in 3 ..< 5_000 as Range<UInt64> {  // not contiguous: every one is its own extent
-            map.map(Extent(logicalBlock: index * 10, physicalBlock: 100 + index * 10, blockCount: 2, tier: .nvm))
+            map.map(Extent(logicalBlock: index * 10, physicalBlock: 100 + index, blockCount: 1, tier: .nvm))
         }
         try map.store(into: &inode, transaction: transaction, allocator: allocator, seed: seed)
         guard case let .tree(_, depth, count) = inode.mapping else { Issue.record("5,000 extents need a tree"); return }
@@ -95,6 +96,20 @@ struct ExtentMapTests {
         try again.store(into: &inode, transaction: transaction, allocator: allocator, seed: seed)
         #expect(allocator.freeBlocks == freeBefore)
         #expect(inode.mapping == .extents([]))
+    }
+
+    @Test func anExtentBeyondItsTierIsDamage() throws {
+        let (_, superblock, _, transaction) = try Self.setUp()
+        let nvmData = superblock.device(.nvm)!
+        var inode = Self.file()
+        inode.mapping = .extents([Extent(logicalBlock: 0, physicalBlock: nvmData.dataBlocks - 1, blockCount: 2, tier: .nvm)])
+        #expect(throws: ExtentMapError.self) {
+            _ = try ExtentMap<NVM>(inode: inode, transaction: transaction, nvmData: nvmData, seed: 1)
+        }
+        inode.mapping = .extents([Extent(logicalBlock: 0, physicalBlock: 0, blockCount: 1, tier: .hdd)])
+        #expect(throws: ExtentMapError.self, "a tier the volume does not have") {
+            _ = try ExtentMap<NVM>(inode: inode, transaction: transaction, nvmData: nvmData, seed: 1)
+        }
     }
 
     @Test func aDamagedTreeNodeIsReported() throws {

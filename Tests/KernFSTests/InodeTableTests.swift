@@ -73,3 +73,42 @@ struct InodeTableTests {
         }
     }
 }
+
+/// Inode numbers are tied to the transactions that use them (review findings of session 1).
+struct InodeNumberLifecycleTests {
+    @Test func reservationsSurviveAReloadAndWrittenNumbersAreNeverFree() throws {
+        let (_, _, table, transaction) = try InodeTableTests.setUp()
+        let first = try table.allocate(in: transaction)[0]
+        try table.reload()  // e.g. after an aborted digest: the client may still log `first`
+        #expect(!(try table.allocate(5, in: transaction)).contains(first))
+        let inode = Inode(number: first, mode: Inode.typeRegular | 0o644, linkCount: 1, time: Timestamp(seconds: 1))
+        try table.write(inode, in: transaction)
+        table.release([first])  // a late release of a written number changes nothing
+        #expect(!(try table.allocate(100, in: transaction)).contains(first))
+    }
+
+    @Test func aFreedNumberIsReusedOnlyAfterItsTransactionCommits() throws {
+        let (_, _, table, transaction) = try InodeTableTests.setUp()
+        let number = try table.allocate(in: transaction)[0]
+        try table.write(Inode(number: number, mode: Inode.typeRegular | 0o644, linkCount: 1, time: Timestamp(seconds: 1)), in: transaction)
+        try transaction.commit()
+        try table.free(number, in: transaction)
+        #expect(!(try table.allocate(50, in: transaction)).contains(number), "not while the freeing transaction is open")
+        try transaction.commit()
+        let after = try table.allocate(in: transaction)
+        #expect(after == [number], "recently freed numbers are reused first")
+    }
+
+    @Test func anAbortedChunkGivesItsNumbersBack() throws {
+        let (nvm, superblock, table, transaction) = try InodeTableTests.setUp()
+        let perChunk = Int(superblock.layout.inodesPerChunk)
+        let numbers = try table.allocate(perChunk, in: transaction)  // spills into a second chunk
+        transaction.abort()
+        #expect(nvm.loadWord(at: Int(superblock.layout.inodeMapOffset + 8)) == 0)
+        let second = numbers.filter { $0 >= UInt64(perChunk) }
+        #expect(!second.isEmpty)
+        // The second chunk's numbers are gone with it; the first chunk's stay reserved.
+        let fresh = try table.allocate(perChunk, in: transaction)
+        #expect(Set(fresh).isDisjoint(with: Set(numbers.filter { $0 < UInt64(perChunk) })))
+    }
+}

@@ -109,3 +109,19 @@ struct MetadataJournalTests {
         #expect(Self.contents(nvm, writes) == writes.map(\.bytes))
     }
 }
+
+struct MetadataJournalCommitChecks {
+    /// What recovery would call damage is never committed: checked before the commit point.
+    @Test func aWriteOutsideTheSharedAreaIsRefusedBeforeCommitting() throws {
+        let (nvm, superblock) = try MetadataJournalTests.volume()
+        let journal = MetadataJournal(nvm: nvm, superblock: superblock)
+        let layout = superblock.layout
+        for offset in [UInt64(100), layout.journalOffset - 8, layout.logAreaOffset + 8] {
+            #expect(throws: JournalError.self, "offset \(offset)") {
+                try journal.commit([JournalWrite(offset: offset, bytes: [UInt8](repeating: 1, count: 16))])
+            }
+        }
+        #expect(journal.appliedSequence == 0)
+        #expect(throws: JournalError.self) { try journal.commit([JournalWrite(offset: superblock.device(.nvm)!.dataOffset, bytes: [])]) }
+    }
+}
