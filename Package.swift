@@ -44,7 +44,7 @@ let package = Package(
         .testTarget(name: "ShaleFormatTests", dependencies: ["ShaleFormat"]),
         .testTarget(name: "LibFSTests", dependencies: ["LibFS", "ShaleFormat", "ShaleMedia"]),
         .testTarget(name: "KernFSTests", dependencies: ["KernFS", "LibFS", "ShaleFormat", "ShaleMedia"]),
-        .testTarget(name: "CLITests", dependencies: ["shale", "ShaleFormat"]),
+        .testTarget(name: "CLITests", dependencies: ["shale", "KernFS", "LibFS", "ShaleFormat", "ShaleMedia"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -12,6 +12,7 @@ struct HelpTests {
         (["--help"], "shale.txt"),
         (["mkfs", "--help"], "shale-mkfs.txt"),
         (["status", "--help"], "shale-status.txt"),
+        (["digest", "--help"], "shale-digest.txt"),
     ])
     func helpMatchesGolden(arguments: [String], fixture: String) throws {
         let result = try ShaleCommand.run(arguments)

@@ -1,0 +1,46 @@
+// Recovery of client logs: every log region whose owner is gone (state attached or detached
+// while nobody holds the volume) is digested to its end, damage searched past, and released.
+// `shale digest` runs this offline; opening a volume for service will run it first.
+
+import ShaleFormat
+import ShaleMedia
+
+public struct RegionRecovery: Sendable {
+    public var region: Int
+    public var ownerPID: UInt32
+    public var epoch: UInt64
+    public var applied = 0
+    public var refused: [(sequence: UInt64, reason: String)] = []
+    public var damage: [LogDamage] = []
+    public var end: LogEnd?
+}
+
+extension Digester {
+    /// Digests every region with an owner to the end of its log, then frees it. The caller
+    /// holds the volume exclusively, so every owner is gone.
+    public func recoverAllLogs() throws(DigestError) -> [RegionRecovery] {
+        var results: [RegionRecovery] = []
+        for region in 0 ..< logTable.regionCount {
+            guard let descriptor = logTable.read(region).descriptor, descriptor.state != .free else { continue }
+            var result = RegionRecovery(region: region, ownerPID: descriptor.ownerPID, epoch: descriptor.epoch)
+            while true {
+                let report = try digest(region: region, recovery: true)
+                result.applied += report.applied
+                result.refused += report.refused
+                result.damage += report.damage
+                if let end = report.end {
+                    result.end = end
+                    break
+                }
+                // The batch stopped for its size, not at the end of the log: go on.
+            }
+            do {
+                try logTable.release(region)
+            } catch {
+                throw .damaged("\(error)")
+            }
+            results.append(result)
+        }
+        return results
+    }
+}
