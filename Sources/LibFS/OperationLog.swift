@@ -133,6 +133,9 @@ public final class OperationLog<NVM: PersistentMemory>: @unchecked Sendable {
         guard needed <= freeBytes else { throw .full(neededBytes: needed, freeBytes: freeBytes) }
 
         if padding > 0 {
+            // `head` is kept where a header fits (see the end of this function), so there is
+            // always room for the wrap record.
+            assert(padding >= headerBytes)
             if padding >= headerBytes {
                 // Durable point: the wrap record, with its own fence (once per lap).
                 let wrap = LogRecordHeader(sequence: nextSequence, epoch: epochLow, type: .wrap, payloadBytes: 0, dataBytes: 0,
@@ -207,6 +210,7 @@ public final class OperationLog<NVM: PersistentMemory>: @unchecked Sendable {
         let newTail = offset + UInt64(LogRecordHeader.encodedBytes) > regionBytes ? 0 : offset
         let freed: UInt64
         if sequence == tailSequence {
+            precondition(newTail == tail, "the digest cursor moved without consuming a record")
             freed = 0
         } else if newTail > tail {
             freed = newTail - tail
