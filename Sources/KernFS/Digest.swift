@@ -267,7 +267,7 @@ public final class Digester<NVM: PersistentMemory>: @unchecked Sendable {
                     nvm.flush(offset: Int(offset), count: Format.blockBytes - tail)
                 }
                 try map.store(into: &inode, transaction: transaction, allocator: allocator, seed: seed)
-                inode.allocatedBlocks = map.extents.reduce(0) { $0 + UInt64($1.blockCount) }
+                inode.allocatedBlocks = map.blockCount
             }
             inode.size = arguments.size
             inode.mtime = arguments.time
@@ -324,7 +324,7 @@ public final class Digester<NVM: PersistentMemory>: @unchecked Sendable {
             done += take
         }
         try map.store(into: &inode, transaction: batch.transaction, allocator: allocator, seed: seed)
-        inode.allocatedBlocks = map.extents.reduce(0) { $0 + UInt64($1.blockCount) }
+        inode.allocatedBlocks = map.blockCount
     }
 
     /// Frees an inode and, at the end of the batch, its blocks.

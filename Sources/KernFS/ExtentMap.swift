@@ -109,6 +109,11 @@ public struct ExtentMap<NVM: PersistentMemory> {
         }
     }
 
+    /// Blocks the file holds, data and extent-tree nodes (st_blocks / 8), as last stored or loaded.
+    public var blockCount: UInt64 {
+        extents.reduce(UInt64(0)) { $0 + UInt64($1.blockCount) } + UInt64(treeBlocks.count)
+    }
+
     /// The extent holding `logical`, or nil for a hole.
     public func lookup(_ logical: UInt64) -> Extent? {
         var low = 0, high = extents.count

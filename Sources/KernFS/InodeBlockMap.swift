@@ -57,8 +57,7 @@ public struct InodeBlockMap<NVM: PersistentMemory>: DirectoryBlockMap {
         }
         released = []
         try extents.store(into: &inode, transaction: transaction, allocator: allocator, seed: seed)
-        let blocks = extents.extents.reduce(UInt64(0)) { $0 + UInt64($1.blockCount) }
-        inode.allocatedBlocks = blocks
-        inode.size = blocks * UInt64(Format.blockBytes)
+        inode.allocatedBlocks = extents.blockCount
+        inode.size = extents.extents.reduce(UInt64(0)) { $0 + UInt64($1.blockCount) } * UInt64(Format.blockBytes)
     }
 }
