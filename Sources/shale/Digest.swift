@@ -16,16 +16,10 @@ struct Digest: ParsableCommand {
         a log, are reported; digest then exits 1.
         """)
 
-    @Argument(help: "The volume directory (holding shale.volume), or the manifest itself.")
-    var volume: String
+    @OptionGroup var target: VolumeArgument
 
     func run() throws {
-        let opened: OpenedVolume
-        do {
-            opened = try VolumeFiles.open(volume, repair: true)
-        } catch {
-            throw Output.fail("digest", error.description)
-        }
+        let opened = try target.open(for: "digest")
         guard !opened.inUseElsewhere else {
             throw Output.fail("digest", "the volume is in use by another shale process (a mount?); digest needs it to itself")
         }

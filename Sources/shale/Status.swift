@@ -14,16 +14,10 @@ struct Status: ParsableCommand {
         Exits 1 when any problem is found.
         """)
 
-    @Argument(help: "The volume directory (holding shale.volume), or the manifest itself.")
-    var volume: String
+    @OptionGroup var target: VolumeArgument
 
     func run() throws {
-        let opened: OpenedVolume
-        do {
-            opened = try VolumeFiles.open(volume, repair: true)
-        } catch {
-            throw Output.fail("status", error.description)
-        }
+        let opened = try target.open(for: "status")
         let superblock = opened.volume.superblock
         let report = opened.volume.spaceReport()
         Output.line("Shale file system \(superblock.volumeID)")
