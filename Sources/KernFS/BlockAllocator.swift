@@ -83,12 +83,13 @@ public final class BlockAllocator<NVM: PersistentMemory>: @unchecked Sendable {
         if let poisoned { throw .damaged(poisoned) }
         watch(transaction)
         guard count <= freeBlocks else { throw .noSpace(tier: device.tier, wantedBlocks: count, freeBlocks: freeBlocks) }
+        if contiguous { return [try allocateRun(count, in: transaction)] }
         var runs: [Range<UInt64>] = []
         var remaining = count
         var visited = 0
         var index = cursor / Self.bitsPerBlock
         var bitmaps: [UInt64: AllocatorBitmapBlock] = [:]
-        // Contiguous requests take the first run long enough; others take what they find.
+        // Take free blocks as they come, preferring to continue the last run.
         while remaining > 0 && visited <= Int(device.bitmapBlocks) {
             if freeSummary[Int(index)] > 0 {
                 var bitmap: AllocatorBitmapBlock
@@ -107,10 +108,6 @@ public final class BlockAllocator<NVM: PersistentMemory>: @unchecked Sendable {
                     var end = bit
                     while end < Int(bitmap.blockCount), available(end), UInt64(end - bit) < remaining { end += 1 }
                     let length = UInt64(end - bit)
-                    if contiguous && length < count {
-                        bit = end
-                        continue
-                    }
                     for used in bit ..< end { bitmap.setUsed(used, true) }
                     let first = index * Self.bitsPerBlock + UInt64(bit)
                     if let last = runs.last, last.upperBound == first {
@@ -130,7 +127,7 @@ public final class BlockAllocator<NVM: PersistentMemory>: @unchecked Sendable {
             }
         }
         guard remaining == 0 else {
-            throw .noSpace(tier: device.tier, wantedBlocks: count, freeBlocks: contiguous ? 0 : freeBlocks)
+            throw .noSpace(tier: device.tier, wantedBlocks: count, freeBlocks: freeBlocks)
         }
         for changed in bitmaps.keys.sorted() {  // a deterministic journal, for the crash harness
             let bitmap = bitmaps[changed]!
@@ -139,6 +136,64 @@ public final class BlockAllocator<NVM: PersistentMemory>: @unchecked Sendable {
         }
         cursor = runs.last!.upperBound % device.dataBlocks
         return runs
+    }
+
+    /// One run of `count` free blocks, found across bitmap-block boundaries (next fit; a run
+    /// never wraps past the last block).
+    private func allocateRun(_ count: UInt64, in transaction: MetadataTransaction<NVM>) throws(AllocationError) -> Range<UInt64> {
+        var bitmaps: [UInt64: AllocatorBitmapBlock] = [:]
+        func bitmap(_ index: UInt64) throws(AllocationError) -> AllocatorBitmapBlock {
+            if let seen = bitmaps[index] { return seen }
+            let decoded = try decode(transaction.read(bitmapOffset(index), count: Format.blockBytes), index: index)
+            bitmaps[index] = decoded
+            return decoded
+        }
+        var block = cursor < device.dataBlocks ? cursor : 0
+        var runStart: UInt64 = block
+        var runLength: UInt64 = 0
+        var scanned: UInt64 = 0
+        while scanned < device.dataBlocks + count {
+            let index = block / Self.bitsPerBlock
+            let base = index * Self.bitsPerBlock
+            if freeSummary[Int(index)] == 0 {
+                // A full bitmap block breaks any run: skip it whole.
+                let next = min(base + Self.bitsPerBlock, device.dataBlocks)
+                scanned += next - block
+                block = next == device.dataBlocks ? 0 : next
+                runLength = 0
+                continue
+            }
+            let bits = try bitmap(index)
+            let bit = Int(block - base)
+            if !bits.isUsed(bit) && (freedInTransaction.isEmpty || !freedInTransaction.contains(block)) {
+                if runLength == 0 { runStart = block }
+                runLength += 1
+                if runLength == count { break }
+            } else {
+                runLength = 0
+            }
+            scanned += 1
+            block += 1
+            if block == device.dataBlocks {
+                block = 0
+                runLength = 0
+            }
+        }
+        guard runLength == count else { throw .noSpace(tier: device.tier, wantedBlocks: count, freeBlocks: 0) }
+        let run = runStart ..< runStart + count
+        var index = run.lowerBound / Self.bitsPerBlock
+        while index * Self.bitsPerBlock < run.upperBound {
+            var bits = try bitmap(index)
+            let base = index * Self.bitsPerBlock
+            for target in max(run.lowerBound, base) ..< min(run.upperBound, base + UInt64(bits.blockCount)) {
+                bits.setUsed(Int(target - base), true)
+            }
+            transaction.write(bits.encode(seed: seed), at: bitmapOffset(index))
+            freeSummary[Int(index)] = UInt64(bits.freeCount)
+            index += 1
+        }
+        cursor = run.upperBound % device.dataBlocks
+        return run
     }
 
     /// Frees `blocks` (data-area block numbers of the tier), all of which must be in use.

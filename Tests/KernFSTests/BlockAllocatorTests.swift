@@ -1,3 +1,4 @@
+import Glibc
 import Testing
 @testable import KernFS
 @testable import ShaleFormat
@@ -94,5 +95,38 @@ struct BlockReuseTests {
         _ = try allocator.allocate(10, in: transaction)
         transaction.abort()
         #expect(allocator.freeBlocks == free)
+    }
+}
+
+/// On a volume whose NVM spans several bitmap blocks (a real /dev/shm mapping, 256 MiB).
+struct ContiguousAcrossBitmapBlocksTests {
+    @Test func aRunStraddlingTwoBitmapBlocksIsFound() throws {
+        let path = "/dev/shm/shale-alloc-\(getpid())-\(UInt32.random(in: 0 ... .max)).nvm"
+        defer { unlink(path) }
+        let nvm = try MappedPersistentMemory.create(path: path, byteCount: 256 << 20)
+        var options = FormatOptions()
+        options.logRegionCount = 2
+        options.logRegionBytes = 1 << 20
+        let superblock = try Formatter.format(nvm: nvm, nvmPathHint: path, lowerDevices: [], options: options)
+        let device = superblock.device(.nvm)!
+        #expect(device.bitmapBlocks >= 2)
+        let allocator = try BlockAllocator(nvm: nvm, device: device, volumeSeed: superblock.volumeID.checksumSeed)
+        let transaction = MetadataTransaction(journal: MetadataJournal(nvm: nvm, superblock: superblock))
+        _ = try allocator.allocate(allocator.freeBlocks, in: transaction)
+        try transaction.commit()
+        // The only free space: 2000 blocks around the first bitmap-block boundary.
+        let boundary = UInt64(AllocatorBitmapBlock.blocksPerBitmapBlock)
+        let hole = boundary - 1000 ..< boundary + 1000
+        try allocator.free(hole, in: transaction)
+        try transaction.commit()
+        #expect(throws: AllocationError.self) { try allocator.allocate(2001, in: transaction, contiguous: true) }
+        let run = try allocator.allocate(2000, in: transaction, contiguous: true)
+        #expect(run == [hole])
+        try transaction.commit()
+        #expect(allocator.freeBlocks == 0)
+        // What status reads from NVM agrees: both bitmap blocks were updated.
+        let volume = try Volume(nvm: nvm, nvmName: path, lowerDevices: [], repair: false)
+        #expect(volume.spaceReport().tiers.first { $0.tier == .nvm }?.freeBlocks == 0)
+        #expect(volume.spaceReport().problems.isEmpty)
     }
 }
