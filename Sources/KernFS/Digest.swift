@@ -293,34 +293,44 @@ public final class Digester<NVM: PersistentMemory>: @unchecked Sendable {
     /// NVM blocks mapped by the transaction. Either way the data is flushed now and fenced
     /// by the commit.
     private func writeData(_ bytes: [UInt8], at offset: UInt64, into inode: inout Inode, batch: inout Batch) throws {
+        guard !bytes.isEmpty else { return }
         var map = try ExtentMap<NVM>(inode: inode, transaction: batch.transaction, nvmData: allocator.device, seed: seed)
+        let first = offset / Self.blockBytes
+        let last = (offset + UInt64(bytes.count) - 1) / Self.blockBytes
+        // Blocks the write needs that the file has no NVM block for: holes, unwritten
+        // extents, data on other tiers. They get new NVM blocks in one allocation (as few
+        // runs as the allocator can), which also keeps the file's extents few.
+        var missing: [UInt64] = []
+        for logical in first ... last {
+            if let extent = map.lookup(logical), extent.tier == .nvm, !extent.flags.contains(.unwritten) { continue }
+            missing.append(logical)
+        }
+        if !missing.isEmpty {
+            let runs: [Range<UInt64>]
+            do {
+                runs = try allocator.allocate(UInt64(missing.count), in: batch.transaction)
+            } catch {
+                throw DigestError.noSpace("\(error)")
+            }
+            var fresh = runs.lazy.flatMap { $0 }.makeIterator()
+            for logical in missing {
+                let block = fresh.next()!
+                batch.freed += map.map(Extent(logicalBlock: logical, physicalBlock: block, blockCount: 1, tier: .nvm))
+                    .filter { $0.tier == .nvm }.map(\.blocks)
+                // A new block: whatever this write does not cover reads as zeros.
+                nvm.fill(0, at: Int(allocator.nvmOffset(ofBlock: block)), count: Format.blockBytes)
+            }
+        }
         var done = 0
         while done < bytes.count {
             let position = offset + UInt64(done)
             let logical = position / Self.blockBytes
             let within = Int(position % Self.blockBytes)
             let take = min(bytes.count - done, Format.blockBytes - within)
-            let block: UInt64
-            if let extent = map.lookup(logical), extent.tier == .nvm, !extent.flags.contains(.unwritten) {
-                block = extent.physicalBlock + (logical - extent.logicalBlock)
-            } else {
-                if let extent = map.lookup(logical) {
-                    // Another tier, or an unwritten extent: replaced by a new NVM block.
-                    batch.freed += map.unmap(logical ..< logical + 1).filter { $0.tier == .nvm }.map(\.blocks)
-                    _ = extent
-                }
-                do {
-                    block = try allocator.allocate(1, in: batch.transaction)[0].lowerBound
-                } catch {
-                    throw DigestError.noSpace("\(error)")
-                }
-                // A new block: whatever is not written here reads as zeros.
-                nvm.fill(0, at: Int(allocator.nvmOffset(ofBlock: block)), count: Format.blockBytes)
-                map.map(Extent(logicalBlock: logical, physicalBlock: block, blockCount: 1, tier: .nvm))
-            }
-            let target = Int(allocator.nvmOffset(ofBlock: block)) + within
-            bytes[done ..< done + take].withUnsafeBytes { nvm.store($0, at: target) }
-            nvm.flush(offset: Int(allocator.nvmOffset(ofBlock: block)), count: Format.blockBytes)
+            let extent = map.lookup(logical)!
+            let blockOffset = Int(allocator.nvmOffset(ofBlock: extent.physicalBlock + (logical - extent.logicalBlock)))
+            bytes[done ..< done + take].withUnsafeBytes { nvm.store($0, at: blockOffset + within) }
+            nvm.flush(offset: blockOffset, count: Format.blockBytes)
             done += take
         }
         try map.store(into: &inode, transaction: batch.transaction, allocator: allocator, seed: seed)
