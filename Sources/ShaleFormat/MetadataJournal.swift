@@ -25,15 +25,9 @@ public struct JournalControl: Equatable, Sendable {
     public init(journalBytes: UInt64) { self.journalBytes = journalBytes }
 
     public func encode(seed: UInt32) -> [UInt8] {
-        var bytes = [UInt8](repeating: 0, count: Self.encodedBytes)
-        bytes.withUnsafeMutableBytes { buffer in
-            var writer = FieldWriter(buffer)
-            writer.put(Self.magic)
-            writer.put(UInt32(0))
+        sealedBlock(bytes: Self.encodedBytes, magic: Self.magic, seed: seed) { writer in
             writer.put(journalBytes)
-            StructureChecksum.seal(buffer, crcOffset: 4, seed: seed)
         }
-        return bytes
     }
 
     public static func decode(_ buffer: UnsafeRawBufferPointer, seed: UInt32, expectedBytes: UInt64) throws(FormatError) -> JournalControl {
@@ -79,19 +73,13 @@ public struct JournalTransactionHeader: Equatable, Sendable {
     }
 
     public func encode(seed: UInt32) -> [UInt8] {
-        var bytes = [UInt8](repeating: 0, count: Self.encodedBytes)
-        bytes.withUnsafeMutableBytes { buffer in
-            var writer = FieldWriter(buffer)
-            writer.put(Self.magic)
-            writer.put(UInt32(0))
+        sealedBlock(bytes: Self.encodedBytes, magic: Self.magic, seed: seed) { writer in
             writer.put(sequence)
             writer.put(writeCount)
             writer.put(UInt32(0))
             writer.put(bodyBytes)
             writer.put(bodyCRC)
-            StructureChecksum.seal(buffer, crcOffset: 4, seed: seed)
         }
-        return bytes
     }
 
     /// Encodes a body (the writes, in order) and returns it with its header.
