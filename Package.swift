@@ -32,7 +32,8 @@ let package = Package(
         // Layer 2: the on-media format, shared by every writer and reader.
         .target(name: "ShaleFormat", dependencies: ["CCRC32C"]),
         // Layer 3: the per-process operation log and the POSIX-shaped API.
-        .target(name: "LibFS", dependencies: ["ShaleMedia", "ShaleFormat"]),
+        .target(name: "LibFS", dependencies: ["ShaleMedia", "ShaleFormat",
+                                             .product(name: "SystemPackage", package: "swift-system")]),
         // Layer 4 (kernel role): owns the shared area; today formatting and opening a volume.
         .target(name: "KernFS", dependencies: ["LibFS", "ShaleMedia", "ShaleFormat"]),
         // Tools: the one CLI.
@@ -44,6 +45,8 @@ let package = Package(
         .testTarget(name: "ShaleFormatTests", dependencies: ["ShaleFormat"]),
         .testTarget(name: "LibFSTests", dependencies: ["LibFS", "ShaleFormat", "ShaleMedia"]),
         .testTarget(name: "KernFSTests", dependencies: ["KernFS", "LibFS", "ShaleFormat", "ShaleMedia"]),
+        .testTarget(name: "FileSystemTests", dependencies: ["KernFS", "LibFS", "ShaleFormat", "ShaleMedia",
+                                                            .product(name: "SystemPackage", package: "swift-system")]),
         .testTarget(name: "CLITests", dependencies: ["shale", "KernFS", "LibFS", "ShaleFormat", "ShaleMedia"]),
     ],
     swiftLanguageModes: [.v6]

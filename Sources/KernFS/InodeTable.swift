@@ -38,6 +38,8 @@ public final class InodeTable<NVM: PersistentMemory>: @unchecked Sendable {
     /// Handed out and not yet written or released. Survives reloads: a reserved number may
     /// sit in a client's log, undigested.
     private var reserved: Set<UInt64> = []
+    /// Inode chunks linked in the inode map (statfs counts inodes from it).
+    public private(set) var chunkCount: UInt64 = 0
     /// Transactions this table has changed, which tell it when they end.
     private var watched: Set<ObjectIdentifier> = []
 
@@ -54,11 +56,13 @@ public final class InodeTable<NVM: PersistentMemory>: @unchecked Sendable {
     /// reserved numbers out.
     public func reload() throws(InodeError) {
         var free: [UInt64] = []
+        var chunks: UInt64 = 0
         let perChunk = UInt64(layout.inodesPerChunk)
         for chunk in 0 ..< layout.inodeMapEntries {
             let offset = nvm.loadWord(at: Int(layout.inodeMapOffset + chunk * 8))
             guard offset != 0 else { continue }
             try checkChunkOffset(offset, chunk: chunk)
+            chunks += 1
             for slot in 0 ..< perChunk {
                 let number = chunk * perChunk + slot
                 guard number != 0, !reserved.contains(number) else { continue }
@@ -68,6 +72,7 @@ public final class InodeTable<NVM: PersistentMemory>: @unchecked Sendable {
         }
         freeNumbers = free.reversed()
         isFree = Set(free)
+        chunkCount = chunks
     }
 
     /// Free slots in allocated chunks (more chunks are added on demand).
@@ -211,7 +216,7 @@ public final class InodeTable<NVM: PersistentMemory>: @unchecked Sendable {
         isFree.formUnion(numbers)
         watch(transaction)
         transaction.onEnd { [self] committed in
-            if !committed { reserved.subtract(numbers) }
+            if committed { chunkCount += 1 } else { reserved.subtract(numbers) }
         }
     }
 }

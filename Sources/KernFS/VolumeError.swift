@@ -28,6 +28,8 @@ public enum VolumeError: Error, CustomStringConvertible {
     case wouldOverwrite(path: String, what: String)
     case invalidOption(String)
     case journal(JournalError)
+    /// Another process (a mount, a linked application) holds the volume.
+    case inUse(path: String)
 
     public var description: String {
         switch self {
@@ -46,6 +48,8 @@ public enum VolumeError: Error, CustomStringConvertible {
             return "\(path) \(what); refusing to overwrite it without --force"
         case let .invalidOption(text): return text
         case let .journal(error): return error.description
+        case let .inUse(path):
+            return "\(path) is in use by another shale process (a mount or an application); it can be opened by one at a time"
         }
     }
 }

@@ -84,6 +84,10 @@ public final class OperationLog<NVM: PersistentMemory>: @unchecked Sendable {
     public private(set) var tailSequence: UInt64
     /// Bytes between tail and head, wrap padding included.
     public private(set) var usedBytes: UInt64 = 0
+    /// Region offsets of the last appended record's payload and bulk data, so that the file
+    /// system's read index can point at bytes in the log.
+    public private(set) var lastPayloadOffset: UInt64 = 0
+    public private(set) var lastDataOffset: UInt64 = 0
 
     /// Header and payload are assembled here, then stored with one copy.
     private let scratch: UnsafeMutableRawBufferPointer
@@ -167,6 +171,8 @@ public final class OperationLog<NVM: PersistentMemory>: @unchecked Sendable {
         nvm.fence()
 
         let sequence = nextSequence
+        lastPayloadOffset = parts.payloadOffset
+        lastDataOffset = parts.dataOffset
         nextSequence += 1
         usedBytes += parts.end - start
         head = parts.end

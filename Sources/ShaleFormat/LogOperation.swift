@@ -176,7 +176,24 @@ public struct WriteArguments: Equatable, Sendable {
     }
 
     /// inode 8, offset 8, time 16, length 4, inline length 4.
-    static let fixedBytes = 40
+    public static let fixedBytes = 40
+
+    /// Encodes a write's payload straight from the caller's bytes (`inline` empty for a
+    /// write whose bytes travel as bulk data): the hot path allocates nothing. Same bytes as
+    /// `LogOperation.write(...).encodePayload`.
+    public static func encodePayload(inode: UInt64, offset: UInt64, length: UInt32, time: Timestamp,
+                                     inline: UnsafeRawBufferPointer, into buffer: UnsafeMutableRawBufferPointer) {
+        precondition(buffer.count == fixedBytes + inline.count && (inline.isEmpty || inline.count == Int(length)))
+        var writer = FieldWriter(buffer)
+        writer.put(inode)
+        writer.put(offset)
+        writer.put(time: time)
+        writer.put(length)
+        writer.put(UInt32(inline.count))
+        if let base = inline.baseAddress, inline.count > 0 {
+            (buffer.baseAddress! + fixedBytes).copyMemory(from: base, byteCount: inline.count)
+        }
+    }
 }
 
 /// `truncate`: sets the file's size.

@@ -1,0 +1,1426 @@
+// `FileSystem`: the POSIX-shaped API an application links (docs/architecture.md "LibFS").
+//
+// Where it sits: on top of the process's `OperationLog` and a `FileSystemKernel` (the kernel
+// role: KernFS in-process today, the daemon later). Offers open/read/write/stat/rename/…
+// with the errnos a Linux file system gives and real permission checks.
+//
+// How a mutating call works, under one lock (`monitor`):
+//   1. wait until the log has room for the record (the background digest frees space);
+//   2. resolve paths and check everything against the current view (shared area + pending
+//      state), so that a record the kernel would refuse is never logged;
+//   3. append the record — its fence is the call's COMMIT POINT: from here on a crash keeps
+//      the call whole (recovery digests it); before it, the call never happened;
+//   4. lay the call's effect over the view (`PendingState`), stamped with its sequence.
+// Reads combine the kernel's view of the shared area with the pending state.
+//
+// The background digest (a thread) starts when the log is half full and runs until it is a
+// quarter full; after each batch it prunes the pending state behind the durable digest
+// cursor and lets the log reuse that space. Writers wait only when the log has no room.
+
+import ShaleFormat
+import ShaleMedia
+import SystemPackage
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+private typealias Inode = ShaleFormat.Inode
+
+final class OpenFile {
+    let inode: UInt64
+    let flags: OpenFlags
+    var offset: UInt64 = 0
+    let isDirectory: Bool
+
+    init(inode: UInt64, flags: OpenFlags, isDirectory: Bool) {
+        self.inode = inode
+        self.flags = flags
+        self.isDirectory = isDirectory
+    }
+}
+
+public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
+    public typealias NVM = Kernel.NVM
+
+    /// Largest write one call takes (a longer one returns a short count, as POSIX allows);
+    /// each call is one record, so it is applied whole or not at all.
+    public let writeBytesMax: Int
+    /// Largest file size (EFBIG beyond).
+    public static var fileBytesMax: UInt64 { 1 << 50 }
+    /// Hard links per inode (EMLINK beyond), as ext4.
+    public static var linkCountMax: UInt32 { 65000 }
+    /// Symlinks followed in one path resolution (ELOOP beyond), as Linux.
+    public static var symlinkHopsMax: Int { 40 }
+    public static var pathBytesMax: Int { 4096 }
+    public static var symlinkTargetBytesMax: Int { 4095 }
+    /// Extended attributes of one inode, names and values together.
+    public static var xattrBytesMax: Int { 256 * 1024 }
+
+    public let kernel: Kernel
+    public var credentials: Credentials
+    let monitor = Monitor()
+    let log: OperationLog<NVM>
+    let grant: LogGrant
+    var pending = PendingState()
+    private var files: [Int32: OpenFile] = [:]
+    private var openCounts: [UInt64: Int] = [:]
+    private var nextDescriptor: Int32 = 3
+    private var spareInodeNumbers: [UInt64] = []
+    private var sharedFreeBlocks: UInt64 = 0
+    /// Blocks kept back for metadata the estimate does not see (directory growth, tree nodes).
+    private var reservedBlocks: UInt64 = 0
+
+    // The background digest.
+    private let digestThresholdBytes: UInt64
+    private let digestLowWaterBytes: UInt64
+    private var digestRequested = false
+    private var stopping = false
+    private var digesterRunning = false
+    private var digestFailure: Errno?
+    private var closed = false
+    /// Records the kernel refused (none, unless LibFS and KernFS disagree: a bug).
+    public private(set) var refusedRecords = 0
+    /// Digest batches run (background and foreground), for tests and status.
+    public private(set) var digestBatches = 0
+
+    /// Opens the file system over `kernel` with a fresh log region. `background` starts the
+    /// digest thread (tests may drive digests by hand).
+    public init(kernel: Kernel, credentials: Credentials = .current, background: Bool = true) throws(Errno) {
+        self.kernel = kernel
+        self.credentials = credentials
+        grant = try kernel.attachLog(ownerPID: UInt32(getpid()), ownerUID: credentials.uid)
+        log = OperationLog(nvm: kernel.nvm, grant: grant)
+        writeBytesMax = Int(min(UInt64(1 << 20), grant.regionBytes / 8)) / Format.blockBytes * Format.blockBytes
+        digestThresholdBytes = grant.regionBytes / 2
+        digestLowWaterBytes = grant.regionBytes / 4
+        let statistics = kernel.statistics()
+        sharedFreeBlocks = statistics.freeBlocks
+        reservedBlocks = min(statistics.totalBlocks / 100 + 16, statistics.totalBlocks / 4)
+        if background {
+            digesterRunning = true
+            startThread { [self] in runDigester() }
+        }
+    }
+
+    /// Digests everything, stops the background digest and gives the log region back.
+    /// Open handles are closed.
+    public func close() throws(Errno) {
+        try locked { () throws(Errno) in
+            guard !closed else { return }
+            stopping = true
+            monitor.broadcast()
+            while digesterRunning { monitor.wait() }
+            for (_, file) in files { dropOpen(file.inode) }
+            files.removeAll()
+            try digestToEnd()
+            try releaseOrphans()
+            try kernel.detachLog(region: grant.region)
+            kernel.releaseInodeNumbers(spareInodeNumbers)
+            spareInodeNumbers.removeAll()
+            closed = true
+        }
+    }
+
+    // MARK: - Locking and the log
+
+    @inline(__always)
+    func locked<T>(_ body: () throws(Errno) -> T) throws(Errno) -> T {
+        monitor.lock()
+        defer { monitor.unlock() }
+        guard !closed else { throw .badFileDescriptor }
+        return try body()
+    }
+
+    /// Waits (releasing the lock) until the log can take a record of `recordBytes`.
+    private func awaitLogSpace(_ recordBytes: Int) throws(Errno) {
+        // Room for the record and, in the worst case, the padding of a wrap before it.
+        let needed = 2 * UInt64(recordBytes) + UInt64(LogRecordHeader.encodedBytes)
+        precondition(needed <= log.capacityBytes, "records are sized to fit the region")
+        while log.freeBytes < needed {
+            if let failure = digestFailure { throw failure }
+            if digesterRunning {
+                digestRequested = true
+                monitor.broadcast()
+                monitor.wait()
+            } else {
+                try digestBatch()
+            }
+        }
+        if log.usedBytes >= digestThresholdBytes, !digestRequested, digesterRunning {
+            digestRequested = true
+            monitor.broadcast()
+        }
+    }
+
+    /// Appends `operation` (the commit point of the call) and returns its sequence number.
+    private func append(_ operation: LogOperation) throws(Errno) -> UInt64 {
+        do {
+            return try log.append(operation)
+        } catch {
+            // awaitLogSpace made room; only a bug gets here.
+            throw .ioError
+        }
+    }
+
+    private static var smallRecordBytes: Int { 1024 }
+
+    // MARK: - Digest
+
+    private func runDigester() {
+        monitor.lock()
+        while !stopping {
+            guard digestRequested || log.usedBytes >= digestThresholdBytes else {
+                monitor.wait()
+                continue
+            }
+            digestRequested = false
+            monitor.unlock()
+            let result: Result<DigestCursor, Errno>
+            do throws(Errno) {
+                result = .success(try kernel.digest(region: grant.region))
+            } catch {
+                result = .failure(error)
+            }
+            monitor.lock()
+            switch result {
+            case let .success(cursor):
+                absorb(cursor)
+                if !cursor.reachedEnd || log.usedBytes >= digestLowWaterBytes && cursor.sequence < log.nextSequence {
+                    digestRequested = true
+                }
+            case let .failure(error):
+                digestFailure = error
+            }
+            monitor.broadcast()
+        }
+        digesterRunning = false
+        monitor.broadcast()
+        monitor.unlock()
+    }
+
+    /// The kernel durably applied every record before `cursor`: drop what the pending state
+    /// says about them and reuse their log space.
+    private func absorb(_ cursor: DigestCursor) {
+        digestBatches += 1
+        refusedRecords += cursor.refused
+        guard cursor.sequence > log.tailSequence else { return }
+        pending.prune(before: cursor.sequence)
+        log.reclaim(upTo: cursor.offset, sequence: cursor.sequence)
+        sharedFreeBlocks = kernel.statistics().freeBlocks
+    }
+
+    /// One digest batch, with the lock held.
+    private func digestBatch() throws(Errno) {
+        let cursor = try kernel.digest(region: grant.region)
+        absorb(cursor)
+    }
+
+    /// Digests every record logged so far (the lock held, so nothing is appended meanwhile).
+    private func digestToEnd() throws(Errno) {
+        while log.tailSequence < log.nextSequence {
+            let before = log.tailSequence
+            let cursor = try kernel.digest(region: grant.region)
+            absorb(cursor)
+            if cursor.reachedEnd, log.tailSequence == before, cursor.sequence <= before { break }
+        }
+    }
+
+    /// Digests everything logged so far: afterwards the shared area holds every call that
+    /// returned. Not needed for durability (the log is durable); for tools and tests.
+    public func digest() throws(Errno) {
+        try locked { () throws(Errno) in try digestToEnd() }
+    }
+
+    /// Bytes of the log in use (undigested records).
+    public var logUsedBytes: UInt64 { monitor.withLock { log.usedBytes } }
+    public var logCapacityBytes: UInt64 { log.capacityBytes }
+
+    // MARK: - The combined view
+
+    private func inode(_ number: UInt64) throws(Errno) -> Inode? {
+        if let entry = pending.inodes[number] { return entry.inode }
+        return try kernel.inode(number)
+    }
+
+    private func existingInode(_ number: UInt64) throws(Errno) -> Inode {
+        guard let inode = try inode(number) else { throw .ioError }
+        return inode
+    }
+
+    private func entry(in directory: UInt64, _ name: [UInt8]) throws(Errno) -> (inode: UInt64, type: UInt8)? {
+        if let change = pending.entries[directory]?[name] {
+            return change.inode == 0 ? nil : (change.inode, change.type)
+        }
+        guard let shared = try kernel.lookup(directory: directory, name: name) else { return nil }
+        return (shared.inode, shared.type)
+    }
+
+    private func setPending(_ inode: Inode, _ sequence: UInt64) {
+        if var existing = pending.inodes[inode.number] {
+            existing.inode = inode
+            existing.sequence = sequence
+            pending.inodes[inode.number] = existing
+        } else {
+            pending.inodes[inode.number] = PendingInode(inode: inode, sequence: sequence)
+        }
+    }
+
+    private func setEntry(_ directory: UInt64, _ name: [UInt8], inode: UInt64, type: UInt8, _ sequence: UInt64) {
+        pending.entries[directory, default: [:]][name] = PendingEntry(inode: inode, type: type, sequence: sequence)
+    }
+
+    private func symlinkTarget(_ inode: Inode) throws(Errno) -> [UInt8] {
+        if let target = pending.inodes[inode.number]?.target { return target }
+        return try kernel.symlinkTarget(inode: inode.number)
+    }
+
+    private func xattrs(_ inode: Inode) throws(Errno) -> [(name: [UInt8], value: [UInt8])] {
+        if let attributes = pending.inodes[inode.number]?.xattrs { return attributes }
+        return try kernel.extendedAttributes(inode: inode.number)
+    }
+
+    // MARK: - Paths
+
+    private static var slash: UInt8 { UInt8(ascii: "/") }
+    private static var dot: [UInt8] { [UInt8(ascii: ".")] }
+    private static var dotDot: [UInt8] { [UInt8(ascii: "."), UInt8(ascii: ".")] }
+
+    private static func components(_ path: [UInt8]) throws(Errno) -> [[UInt8]] {
+        guard !path.isEmpty else { throw .noSuchFileOrDirectory }
+        guard path.count < pathBytesMax else { throw .fileNameTooLong }
+        guard !path.contains(0) else { throw .invalidArgument }
+        var result: [[UInt8]] = []
+        for part in path.split(separator: slash, omittingEmptySubsequences: true) {
+            guard part.count <= Format.nameBytesMax else { throw .fileNameTooLong }
+            result.append(Array(part))
+        }
+        return result
+    }
+
+    private func rootDirectory() throws(Errno) -> Inode { try existingInode(kernel.rootInode) }
+
+    /// Walks `names` from `start`; symlinks are followed in the middle always and at the
+    /// end when `followFinal`.
+    private func walk(_ names: [[UInt8]], from start: Inode, followFinal: Bool) throws(Errno) -> Inode {
+        var stack = Array(names.reversed())
+        var current = start
+        var hops = 0
+        while let name = stack.popLast() {
+            guard current.isDirectory else { throw .notDirectory }
+            try require(current, .execute)
+            if name == Self.dot { continue }
+            if name == Self.dotDot {
+                if current.number != kernel.rootInode { current = try existingInode(current.parentHint) }
+                continue
+            }
+            guard let found = try entry(in: current.number, name) else { throw .noSuchFileOrDirectory }
+            let child = try existingInode(found.inode)
+            if child.mode & Inode.typeMask == Inode.typeSymlink, !stack.isEmpty || followFinal {
+                hops += 1
+                guard hops <= Self.symlinkHopsMax else { throw .tooManySymbolicLinkLevels }
+                let target = try symlinkTarget(child)
+                guard !target.isEmpty else { throw .noSuchFileOrDirectory }
+                if target.first == Self.slash { current = try rootDirectory() }
+                for part in target.split(separator: Self.slash, omittingEmptySubsequences: true).reversed() {
+                    stack.append(Array(part))
+                }
+                continue
+            }
+            current = child
+        }
+        return current
+    }
+
+    /// The inode `path` names.
+    private func resolve(_ path: Path, followFinal: Bool = true) throws(Errno) -> Inode {
+        let names = try Self.components(path.bytes)
+        let trailingSlash = path.bytes.last == Self.slash
+        let inode = try walk(names, from: try rootDirectory(), followFinal: followFinal || trailingSlash)
+        if trailingSlash, !inode.isDirectory { throw .notDirectory }
+        return inode
+    }
+
+    /// The directory holding the last name of `path`, and that name ("." for the root).
+    private func resolveParent(_ path: Path) throws(Errno) -> (parent: Inode, name: [UInt8], trailingSlash: Bool) {
+        var names = try Self.components(path.bytes)
+        guard let name = names.popLast() else { return (try rootDirectory(), Self.dot, true) }
+        let parent = try walk(names, from: try rootDirectory(), followFinal: true)
+        guard parent.isDirectory else { throw .notDirectory }
+        try require(parent, .execute)
+        return (parent, name, path.bytes.last == Self.slash)
+    }
+
+    private static func isDotOrDotDot(_ name: [UInt8]) -> Bool { name == dot || name == dotDot }
+
+    // MARK: - Permissions
+
+    struct Access: OptionSet {
+        let rawValue: UInt32
+        static var read: Access { Access(rawValue: 4) }
+        static var write: Access { Access(rawValue: 2) }
+        static var execute: Access { Access(rawValue: 1) }
+    }
+
+    private func permits(_ inode: Inode, _ access: Access) -> Bool {
+        if credentials.isRoot {
+            // Root may do anything but execute a file no one may execute.
+            return !access.contains(.execute) || inode.isDirectory || inode.mode & 0o111 != 0
+        }
+        let bits: UInt32
+        if inode.uid == credentials.uid {
+            bits = inode.mode >> 6 & 7
+        } else if credentials.inGroup(inode.gid) {
+            bits = inode.mode >> 3 & 7
+        } else {
+            bits = inode.mode & 7
+        }
+        return bits & access.rawValue == access.rawValue
+    }
+
+    private func require(_ inode: Inode, _ access: Access) throws(Errno) {
+        guard permits(inode, access) else { throw .permissionDenied }
+    }
+
+    private func isOwnerOrRoot(_ inode: Inode) -> Bool { credentials.isRoot || inode.uid == credentials.uid }
+
+    /// May the caller remove or rename `victim` out of `directory`? (write + search, and the
+    /// sticky bit's owner rule).
+    private func requireRemovable(_ victim: Inode, from directory: Inode) throws(Errno) {
+        try require(directory, [.write, .execute])
+        if directory.mode & 0o1000 != 0, !credentials.isRoot, victim.uid != credentials.uid, directory.uid != credentials.uid {
+            throw .notPermitted
+        }
+    }
+
+    // MARK: - Space
+
+    private func takeInodeNumber() throws(Errno) -> UInt64 {
+        if spareInodeNumbers.isEmpty {
+            spareInodeNumbers = try kernel.reserveInodeNumbers(64).reversed()
+        }
+        guard let number = spareInodeNumbers.popLast() else { throw .noSpace }
+        return number
+    }
+
+    /// ENOSPC before logging, never after: the blocks undigested records may need, plus
+    /// `blocks`, must fit the shared area's free blocks less a reserve for metadata.
+    private func requireBlocks(_ blocks: UInt64) throws(Errno) {
+        func fits() -> Bool {
+            let demand = pending.pendingBlocks + blocks + reservedBlocks
+            return demand <= sharedFreeBlocks
+        }
+        if fits() { return }
+        // The estimate counts overwrites as new blocks; digesting makes it exact.
+        try digestToEnd()
+        sharedFreeBlocks = kernel.statistics().freeBlocks
+        guard fits() else { throw .noSpace }
+    }
+
+    private static func blockSpan(_ offset: UInt64, _ count: UInt64) -> UInt64 {
+        guard count > 0 else { return 0 }
+        let block = UInt64(Format.blockBytes)
+        return (offset + count - 1) / block - offset / block + 1
+    }
+
+    private static func now() -> Timestamp {
+        var time = timespec()
+        clock_gettime(CLOCK_REALTIME, &time)
+        return Timestamp(seconds: Int64(time.tv_sec), nanoseconds: UInt32(time.tv_nsec))
+    }
+
+    private static func directoryType(_ mode: UInt32) -> UInt8 {
+        switch mode & Inode.typeMask {
+        case 0o010000: 1
+        case 0o020000: 2
+        case Inode.typeDirectory: 4
+        case 0o060000: 6
+        case Inode.typeRegular: 8
+        case Inode.typeSymlink: 10
+        case 0o140000: 12
+        default: 0
+        }
+    }
+
+    // MARK: - Creating
+
+    /// Owner and group of a new inode in `parent` (BSD group semantics under a set-gid
+    /// directory, as Linux), and its mode after the umask.
+    private func newIdentity(in parent: Inode, mode: UInt32, type: UInt32) -> (mode: UInt32, uid: UInt32, gid: UInt32) {
+        var permissions = mode & 0o7777 & ~(type == Inode.typeSymlink ? 0 : credentials.umask)
+        var gid = credentials.gid
+        if parent.mode & 0o2000 != 0 {
+            gid = parent.gid
+            if type == Inode.typeDirectory { permissions |= 0o2000 }
+        }
+        if type == Inode.typeSymlink { permissions = 0o777 }
+        return (type | permissions, credentials.uid, gid)
+    }
+
+    private func create(in parent: Inode, name: [UInt8], mode: UInt32, type: UInt32, rdev: UInt64 = 0,
+                        target: [UInt8]? = nil) throws(Errno) -> Inode {
+        try require(parent, [.write, .execute])
+        guard try entry(in: parent.number, name) == nil else { throw .fileExists }
+        if type == Inode.typeDirectory { guard parent.linkCount < Self.linkCountMax else { throw .tooManyLinks } }
+        // A directory block may be needed in the parent; a new directory or a long symlink
+        // needs one of its own.
+        try requireBlocks(type == Inode.typeDirectory || (target?.count ?? 0) > Inode.inlineDataCapacity ? 2 : 1)
+        let number = try takeInodeNumber()
+        let identity = newIdentity(in: parent, mode: mode, type: type)
+        let time = Self.now()
+        let operation: LogOperation
+        switch type {
+        case Inode.typeDirectory:
+            operation = .mkdir(CreateArguments(parent: parent.number, inode: number, mode: identity.mode, uid: identity.uid,
+                                               gid: identity.gid, time: time, name: name))
+        case Inode.typeRegular:
+            operation = .create(CreateArguments(parent: parent.number, inode: number, mode: identity.mode, uid: identity.uid,
+                                                gid: identity.gid, time: time, name: name))
+        case Inode.typeSymlink:
+            operation = .symlink(SymlinkArguments(parent: parent.number, inode: number, uid: identity.uid, gid: identity.gid,
+                                                  time: time, name: name, target: target!))
+        default:
+            operation = .mknod(CreateArguments(parent: parent.number, inode: number, mode: identity.mode, uid: identity.uid,
+                                               gid: identity.gid, rdev: rdev, time: time, name: name))
+        }
+        let sequence = try append(operation)
+        let isDirectory = type == Inode.typeDirectory
+        var inode = Inode(number: number, mode: identity.mode, uid: identity.uid, gid: identity.gid,
+                          linkCount: isDirectory ? 2 : 1, time: time, rdev: rdev, parentHint: parent.number)
+        if let target { inode.size = UInt64(target.count) }
+        pending.inodes[number] = PendingInode(inode: inode, sequence: sequence, xattrs: nil, target: target)
+        var changedParent = parent
+        if isDirectory { changedParent.linkCount += 1 }
+        changedParent.mtime = time
+        changedParent.ctime = time
+        setPending(changedParent, sequence)
+        setEntry(parent.number, name, inode: number, type: Self.directoryType(identity.mode), sequence)
+        pending.demand(isDirectory ? 1 : 0, sequence: sequence)
+        return inode
+    }
+
+    public func mkdir(_ path: Path, mode: UInt32 = 0o777) throws(Errno) {
+        try locked { () throws(Errno) in
+            try awaitLogSpace(Self.smallRecordBytes)
+            let (parent, name, _) = try resolveParent(path)
+            guard !Self.isDotOrDotDot(name) else { throw .fileExists }
+            _ = try create(in: parent, name: name, mode: mode, type: Inode.typeDirectory)
+        }
+    }
+
+    /// mknod(2): FIFOs, sockets, regular files, and (root only) device nodes.
+    public func mknod(_ path: Path, mode: UInt32, device: UInt64 = 0) throws(Errno) {
+        try locked { () throws(Errno) in
+            try awaitLogSpace(Self.smallRecordBytes)
+            let type = mode & Inode.typeMask == 0 ? Inode.typeRegular : mode & Inode.typeMask
+            switch type {
+            case Inode.typeRegular, 0o010000, 0o140000: break
+            case 0o020000, 0o060000: guard credentials.isRoot else { throw .notPermitted }
+            case Inode.typeDirectory: throw .notPermitted
+            default: throw .invalidArgument
+            }
+            let (parent, name, _) = try resolveParent(path)
+            guard !Self.isDotOrDotDot(name) else { throw .fileExists }
+            _ = try create(in: parent, name: name, mode: mode, type: type,
+                           rdev: type == 0o020000 || type == 0o060000 ? device : 0)
+        }
+    }
+
+    public func symlink(_ target: Path, at path: Path) throws(Errno) {
+        try locked { () throws(Errno) in
+            try awaitLogSpace(Self.smallRecordBytes + target.bytes.count)
+            guard !target.bytes.isEmpty else { throw .noSuchFileOrDirectory }
+            guard target.bytes.count <= Self.symlinkTargetBytesMax else { throw .fileNameTooLong }
+            guard !target.bytes.contains(0) else { throw .invalidArgument }
+            let (parent, name, _) = try resolveParent(path)
+            guard !Self.isDotOrDotDot(name) else { throw .fileExists }
+            _ = try create(in: parent, name: name, mode: 0o777, type: Inode.typeSymlink, target: target.bytes)
+        }
+    }
+
+    public func link(_ existing: Path, _ new: Path) throws(Errno) {
+        try locked { () throws(Errno) in
+            try awaitLogSpace(Self.smallRecordBytes)
+            var inode = try resolve(existing, followFinal: false)
+            guard !inode.isDirectory else { throw .notPermitted }
+            let (parent, name, trailingSlash) = try resolveParent(new)
+            guard !Self.isDotOrDotDot(name), !trailingSlash else { throw .fileExists }
+            try require(parent, [.write, .execute])
+            guard try entry(in: parent.number, name) == nil else { throw .fileExists }
+            guard inode.linkCount > 0 else { throw .noSuchFileOrDirectory }
+            guard inode.linkCount < Self.linkCountMax else { throw .tooManyLinks }
+            try requireBlocks(1)
+            let time = Self.now()
+            let sequence = try append(.link(LinkArguments(parent: parent.number, inode: inode.number, time: time, name: name)))
+            inode.linkCount += 1
+            inode.ctime = time
+            setPending(inode, sequence)
+            var changedParent = parent
+            changedParent.mtime = time
+            changedParent.ctime = time
+            setPending(changedParent, sequence)
+            setEntry(parent.number, name, inode: inode.number, type: Self.directoryType(inode.mode), sequence)
+        }
+    }
+
+    // MARK: - Removing
+
+    /// The inode loses one link (a removed name); at none it is gone once nothing has it open.
+    private func dropLink(_ victim: Inode, time: Timestamp, sequence: UInt64) {
+        var inode = victim
+        inode.linkCount = inode.isDirectory ? 0 : inode.linkCount - 1
+        inode.ctime = time
+        setPending(inode, sequence)
+    }
+
+    public func unlink(_ path: Path) throws(Errno) {
+        try locked { () throws(Errno) in
+            try awaitLogSpace(Self.smallRecordBytes)
+            let (parent, name, trailingSlash) = try resolveParent(path)
+            guard !Self.isDotOrDotDot(name) else { throw name == Self.dot ? .isDirectory : .notPermitted }
+            guard let found = try entry(in: parent.number, name) else { throw .noSuchFileOrDirectory }
+            let victim = try existingInode(found.inode)
+            guard !victim.isDirectory else { throw .isDirectory }
+            if trailingSlash { throw .notDirectory }
+            try requireRemovable(victim, from: parent)
+            let time = Self.now()
+            let sequence = try append(.unlink(RemoveArguments(parent: parent.number, inode: victim.number, time: time, name: name)))
+            var changedParent = parent
+            changedParent.mtime = time
+            changedParent.ctime = time
+            setPending(changedParent, sequence)
+            setEntry(parent.number, name, inode: 0, type: 0, sequence)
+            dropLink(victim, time: time, sequence: sequence)
+        }
+    }
+
+    public func rmdir(_ path: Path) throws(Errno) {
+        try locked { () throws(Errno) in
+            try awaitLogSpace(Self.smallRecordBytes)
+            let (parent, name, _) = try resolveParent(path)
+            if name == Self.dot { throw .invalidArgument }
+            if name == Self.dotDot { throw .directoryNotEmpty }
+            guard let found = try entry(in: parent.number, name) else { throw .noSuchFileOrDirectory }
+            let victim = try existingInode(found.inode)
+            guard victim.isDirectory else { throw .notDirectory }
+            try requireRemovable(victim, from: parent)
+            guard try isEmptyDirectory(victim.number) else { throw .directoryNotEmpty }
+            let time = Self.now()
+            let sequence = try append(.rmdir(RemoveArguments(parent: parent.number, inode: victim.number, time: time, name: name)))
+            var changedParent = parent
+            changedParent.linkCount -= 1
+            changedParent.mtime = time
+            changedParent.ctime = time
+            setPending(changedParent, sequence)
+            setEntry(parent.number, name, inode: 0, type: 0, sequence)
+            dropLink(victim, time: time, sequence: sequence)
+        }
+    }
+
+    private func isEmptyDirectory(_ number: UInt64) throws(Errno) -> Bool {
+        if let changes = pending.entries[number], changes.values.contains(where: { $0.inode != 0 }) { return false }
+        return try allSharedEntriesRemoved(number)
+    }
+
+    private func allSharedEntriesRemoved(_ number: UInt64) throws(Errno) -> Bool {
+        var cookie: UInt64 = 0
+        while true {
+            let listing = try kernel.list(directory: number, after: cookie, limit: 256)
+            for entry in listing.entries where pending.entries[number]?[entry.name] == nil { return false }
+            guard let next = listing.next else { return true }
+            cookie = next
+        }
+    }
+
+    // MARK: - Rename
+
+    /// rename(2) and renameat2(2): `flags` may hold RENAME_NOREPLACE or RENAME_EXCHANGE.
+    public func rename(_ from: Path, _ to: Path, flags: RenameFlags = []) throws(Errno) {
+        try locked { () throws(Errno) in
+            try awaitLogSpace(Self.smallRecordBytes)
+            guard flags.isSubset(of: .known), flags != .known else { throw .invalidArgument }
+            let (oldParent, oldName, _) = try resolveParent(from)
+            let (newParent, newName, _) = try resolveParent(to)
+            if Self.isDotOrDotDot(oldName) || Self.isDotOrDotDot(newName) { throw .resourceBusy }
+            guard let sourceEntry = try entry(in: oldParent.number, oldName) else { throw .noSuchFileOrDirectory }
+            let source = try existingInode(sourceEntry.inode)
+            let targetEntry = try entry(in: newParent.number, newName)
+            let target = try targetEntry.map { (found) throws(Errno) in try existingInode(found.inode) }
+            if from.bytes.last == Self.slash || to.bytes.last == Self.slash {
+                guard source.isDirectory else { throw .notDirectory }
+            }
+            if flags.contains(.exchange) {
+                guard target != nil else { throw .noSuchFileOrDirectory }
+            } else if flags.contains(.noReplace), target != nil {
+                throw .fileExists
+            }
+            try requireRemovable(source, from: oldParent)
+            try require(newParent, [.write, .execute])
+            if let target { try requireRemovable(target, from: newParent) }
+            // The same inode under both names: nothing to do (POSIX).
+            if let target, target.number == source.number { return }
+            if let target, !flags.contains(.exchange) {
+                if source.isDirectory {
+                    guard target.isDirectory else { throw .notDirectory }
+                    guard try isEmptyDirectory(target.number) else { throw .directoryNotEmpty }
+                } else if target.isDirectory {
+                    throw .isDirectory
+                }
+            }
+            // A directory may not move into itself.
+            if source.isDirectory, oldParent.number != newParent.number {
+                try requireNotInside(newParent, source.number)
+            }
+            if flags.contains(.exchange), let target, target.isDirectory, oldParent.number != newParent.number {
+                try requireNotInside(oldParent, target.number)
+            }
+            // Moving a directory rewrites its "..": that needs write permission on it.
+            if oldParent.number != newParent.number {
+                if source.isDirectory { try require(source, .write) }
+                if flags.contains(.exchange), let target, target.isDirectory { try require(target, .write) }
+            }
+            if source.isDirectory, target == nil, oldParent.number != newParent.number {
+                guard newParent.linkCount < Self.linkCountMax else { throw .tooManyLinks }
+            }
+            try requireBlocks(1)
+            let time = Self.now()
+            let sequence = try append(.rename(RenameArguments(
+                oldParent: oldParent.number, oldName: oldName, newParent: newParent.number, newName: newName,
+                flags: flags, source: source.number, replaced: target?.number ?? 0, time: time)))
+            applyRename(oldParent: oldParent, oldName: oldName, newParent: newParent, newName: newName,
+                        source: source, target: target, exchange: flags.contains(.exchange), time: time, sequence: sequence)
+        }
+    }
+
+    private func requireNotInside(_ directory: Inode, _ ancestor: UInt64) throws(Errno) {
+        var current = directory
+        while true {
+            if current.number == ancestor { throw .invalidArgument }
+            if current.number == kernel.rootInode { return }
+            current = try existingInode(current.parentHint)
+        }
+    }
+
+    private func applyRename(oldParent: Inode, oldName: [UInt8], newParent: Inode, newName: [UInt8], source: Inode, target: Inode?,
+                             exchange: Bool, time: Timestamp, sequence: UInt64) {
+        let sameParent = oldParent.number == newParent.number
+        var old = oldParent
+        var new = sameParent ? oldParent : newParent
+        var moved = source
+        moved.ctime = time
+        if exchange, var other = target {
+            other.ctime = time
+            setEntry(oldParent.number, oldName, inode: other.number, type: Self.directoryType(other.mode), sequence)
+            setEntry(newParent.number, newName, inode: moved.number, type: Self.directoryType(moved.mode), sequence)
+            if !sameParent {
+                if moved.isDirectory { old.linkCount -= 1; new.linkCount += 1; moved.parentHint = newParent.number }
+                if other.isDirectory { new.linkCount -= 1; old.linkCount += 1; other.parentHint = oldParent.number }
+            }
+            setPending(other, sequence)
+        } else {
+            setEntry(oldParent.number, oldName, inode: 0, type: 0, sequence)
+            setEntry(newParent.number, newName, inode: moved.number, type: Self.directoryType(moved.mode), sequence)
+            if moved.isDirectory, !sameParent {
+                moved.parentHint = newParent.number
+                old.linkCount -= 1
+                new.linkCount += 1
+            }
+            if let target {
+                if target.isDirectory { new.linkCount -= 1 }
+                dropLink(target, time: time, sequence: sequence)
+            }
+        }
+        setPending(moved, sequence)
+        if sameParent {
+            var both = old
+            both.linkCount = old.linkCount &+ new.linkCount &- oldParent.linkCount
+            both.mtime = time
+            both.ctime = time
+            setPending(both, sequence)
+        } else {
+            old.mtime = time
+            old.ctime = time
+            new.mtime = time
+            new.ctime = time
+            setPending(old, sequence)
+            setPending(new, sequence)
+        }
+    }
+
+    // MARK: - Open and close
+
+    public func open(_ path: Path, _ flags: OpenFlags = .readOnly, mode: UInt32 = 0o666) throws(Errno) -> FileHandle {
+        try locked { () throws(Errno) in
+            try awaitLogSpace(Self.smallRecordBytes)
+            var inode: Inode
+            if flags.contains(.create) {
+                let (parent, name, trailingSlash) = try resolveParent(path)
+                if Self.isDotOrDotDot(name) { throw .isDirectory }
+                if let found = try entry(in: parent.number, name) {
+                    guard !flags.contains(.exclusive) else { throw .fileExists }
+                    inode = try existingInode(found.inode)
+                    if inode.mode & Inode.typeMask == Inode.typeSymlink {
+                        guard !flags.contains(.noFollow) else { throw .tooManySymbolicLinkLevels }
+                        inode = try resolve(path)
+                    }
+                } else {
+                    guard !trailingSlash else { throw .isDirectory }
+                    inode = try create(in: parent, name: name, mode: mode, type: Inode.typeRegular)
+                    return register(inode, flags: flags)
+                }
+            } else {
+                inode = try resolve(path, followFinal: !flags.contains(.noFollow))
+                if inode.mode & Inode.typeMask == Inode.typeSymlink { throw .tooManySymbolicLinkLevels }
+            }
+            if flags.contains(.directory), !inode.isDirectory { throw .notDirectory }
+            if inode.isDirectory, flags.writable || flags.contains(.truncate) { throw .isDirectory }
+            if flags.readable { try require(inode, .read) }
+            if flags.writable || flags.contains(.truncate) { try require(inode, .write) }
+            if flags.contains(.truncate), flags.writable, inode.mode & Inode.typeMask == Inode.typeRegular, inode.size > 0 {
+                try truncateLocked(inode, to: 0)
+            }
+            return register(inode, flags: flags)
+        }
+    }
+
+    /// creat(2).
+    public func create(_ path: Path, mode: UInt32 = 0o666) throws(Errno) -> FileHandle {
+        try open(path, [.create, .writeOnly, .truncate], mode: mode)
+    }
+
+    private func register(_ inode: Inode, flags: OpenFlags) -> FileHandle {
+        let number = nextDescriptor
+        nextDescriptor += 1
+        files[number] = OpenFile(inode: inode.number, flags: flags, isDirectory: inode.isDirectory)
+        openCounts[inode.number, default: 0] += 1
+        if openCounts[inode.number] == 1 { kernel.setOpen(inode.number, true) }
+        return FileHandle(number: number)
+    }
+
+    private func file(_ handle: FileHandle) throws(Errno) -> OpenFile {
+        guard let file = files[handle.number] else { throw .badFileDescriptor }
+        return file
+    }
+
+    /// Bookkeeping when a handle goes; returns whether the inode is now an unlinked file
+    /// nobody has open.
+    @discardableResult
+    private func dropOpen(_ number: UInt64) -> Bool {
+        let remaining = (openCounts[number] ?? 1) - 1
+        openCounts[number] = remaining > 0 ? remaining : nil
+        guard remaining == 0 else { return false }
+        kernel.setOpen(number, false)
+        return true
+    }
+
+    private var orphansToRelease: Set<UInt64> = []
+
+    public func close(_ handle: FileHandle) throws(Errno) {
+        try locked { () throws(Errno) in
+            let file = try file(handle)
+            files[handle.number] = nil
+            if dropOpen(file.inode), let inode = try inode(file.inode), inode.linkCount == 0 {
+                orphansToRelease.insert(file.inode)
+                try releaseOrphans()
+            }
+        }
+    }
+
+    /// Frees unlinked files nobody has open any more: once the records before now are
+    /// digested, the kernel holds them as orphans (or already freed them).
+    private func releaseOrphans() throws(Errno) {
+        guard !orphansToRelease.isEmpty else { return }
+        try digestToEnd()
+        for number in orphansToRelease where openCounts[number] == nil {
+            try kernel.releaseOrphan(number)
+        }
+        orphansToRelease.removeAll()
+    }
+
+    // MARK: - Reading
+
+    public func read(_ handle: FileHandle, into buffer: UnsafeMutableRawBufferPointer) throws(Errno) -> Int {
+        try locked { () throws(Errno) in
+            let file = try file(handle)
+            let count = try readLocked(file, into: buffer, at: file.offset)
+            file.offset += UInt64(count)
+            return count
+        }
+    }
+
+    public func pread(_ handle: FileHandle, into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws(Errno) -> Int {
+        try locked { () throws(Errno) in try readLocked(try file(handle), into: buffer, at: offset) }
+    }
+
+    public func read(_ handle: FileHandle, count: Int) throws(Errno) -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: count)
+        let result: Result<Int, Errno> = bytes.withUnsafeMutableBytes { buffer in
+            do throws(Errno) { return .success(try read(handle, into: buffer)) } catch { return .failure(error) }
+        }
+        bytes.removeLast(count - (try result.get()))
+        return bytes
+    }
+
+    public func pread(_ handle: FileHandle, count: Int, at offset: UInt64) throws(Errno) -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: count)
+        let result: Result<Int, Errno> = bytes.withUnsafeMutableBytes { buffer in
+            do throws(Errno) { return .success(try pread(handle, into: buffer, at: offset)) } catch { return .failure(error) }
+        }
+        bytes.removeLast(count - (try result.get()))
+        return bytes
+    }
+
+    private func readLocked(_ file: OpenFile, into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws(Errno) -> Int {
+        guard file.flags.readable else { throw .badFileDescriptor }
+        guard !file.isDirectory else { throw .isDirectory }
+        let inode = try existingInode(file.inode)
+        guard offset < inode.size, buffer.count > 0 else { return 0 }
+        let count = Int(min(UInt64(buffer.count), inode.size - offset))
+        let target = UnsafeMutableRawBufferPointer(rebasing: buffer[0 ..< count])
+        try kernel.read(inode: inode.number, at: offset, into: target)
+        // Lay the log's bytes over the shared area's.
+        if let index = pending.data[inode.number] {
+            let base = kernel.nvm.baseAddress
+            for piece in index.pieces(in: offset ..< offset + UInt64(count)) {
+                let destination = target.baseAddress! + Int(piece.start - offset)
+                let length = Int(piece.end - piece.start)
+                if piece.isZeros {
+                    destination.initializeMemory(as: UInt8.self, repeating: 0, count: length)
+                } else {
+                    destination.copyMemory(from: base + Int(piece.source), byteCount: length)
+                }
+            }
+        }
+        return count
+    }
+
+    // MARK: - Writing
+
+    public func write(_ handle: FileHandle, _ bytes: UnsafeRawBufferPointer) throws(Errno) -> Int {
+        try locked { () throws(Errno) in
+            try awaitLogSpace(Self.writeRecordBytes(min(bytes.count, writeBytesMax)))
+            let file = try file(handle)
+            var offset = file.offset
+            if file.flags.contains(.append) { offset = try existingInode(file.inode).size }
+            let count = try writeLocked(file, bytes, at: offset)
+            file.offset = offset + UInt64(count)
+            return count
+        }
+    }
+
+    public func pwrite(_ handle: FileHandle, _ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws(Errno) -> Int {
+        try locked { () throws(Errno) in
+            try awaitLogSpace(Self.writeRecordBytes(min(bytes.count, writeBytesMax)))
+            let file = try file(handle)
+            // pwrite on an O_APPEND file appends, as Linux does.
+            let position = file.flags.contains(.append) ? try existingInode(file.inode).size : offset
+            return try writeLocked(file, bytes, at: position)
+        }
+    }
+
+    @discardableResult
+    public func write(_ handle: FileHandle, _ bytes: [UInt8]) throws(Errno) -> Int {
+        let result: Result<Int, Errno> = bytes.withUnsafeBytes { buffer in
+            do throws(Errno) { return .success(try write(handle, buffer)) } catch { return .failure(error) }
+        }
+        return try result.get()
+    }
+
+    @discardableResult
+    public func pwrite(_ handle: FileHandle, _ bytes: [UInt8], at offset: UInt64) throws(Errno) -> Int {
+        let result: Result<Int, Errno> = bytes.withUnsafeBytes { buffer in
+            do throws(Errno) { return .success(try pwrite(handle, buffer, at: offset)) } catch { return .failure(error) }
+        }
+        return try result.get()
+    }
+
+    private static func writeRecordBytes(_ count: Int) -> Int {
+        LogRecordHeader.encodedBytes + WriteArguments.fixedBytes + count + Format.blockBytes
+    }
+
+    private func writeLocked(_ file: OpenFile, _ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws(Errno) -> Int {
+        guard file.flags.writable else { throw .badFileDescriptor }
+        guard !file.isDirectory else { throw .isDirectory }
+        var inode = try existingInode(file.inode)
+        guard inode.mode & Inode.typeMask == Inode.typeRegular else { throw .invalidArgument }
+        guard bytes.count > 0 else { return 0 }
+        guard offset < Self.fileBytesMax else { throw .fileTooLarge }
+        let count = Int(min(UInt64(min(bytes.count, writeBytesMax)), Self.fileBytesMax - offset))
+        let chunk = UnsafeRawBufferPointer(rebasing: bytes[0 ..< count])
+        let blocks = Self.blockSpan(offset, UInt64(count))
+        try requireBlocks(blocks)
+        let time = Self.now()
+        let source: UInt64
+        let sequence: UInt64
+        do {
+            if count <= WriteArguments.inlineBytesMax {
+                // Small: the bytes travel inside the payload (one compact record).
+                sequence = try log.append(.write, payloadBytes: WriteArguments.fixedBytes + count,
+                                          data: UnsafeRawBufferPointer(start: nil, count: 0)) { buffer in
+                    WriteArguments.encodePayload(inode: inode.number, offset: offset, length: UInt32(count), time: time,
+                                                 inline: chunk, into: buffer)
+                }
+                source = grant.regionOffset + log.lastPayloadOffset + UInt64(WriteArguments.fixedBytes)
+            } else {
+                // Bulk: block-aligned data after the payload.
+                sequence = try log.append(.write, payloadBytes: WriteArguments.fixedBytes, data: chunk) { buffer in
+                    WriteArguments.encodePayload(inode: inode.number, offset: offset, length: UInt32(count), time: time,
+                                                 inline: UnsafeRawBufferPointer(start: nil, count: 0), into: buffer)
+                }
+                source = grant.regionOffset + log.lastDataOffset
+            }
+        } catch {
+            throw .ioError
+        }
+        pending.data[inode.number, default: DataIndex()].insert(
+            DataPiece(start: offset, end: offset + UInt64(count), source: source, sequence: sequence))
+        inode.size = max(inode.size, offset + UInt64(count))
+        inode.mtime = time
+        inode.ctime = time
+        inode.allocatedBlocks += blocks
+        setPending(inode, sequence)
+        pending.demand(blocks, sequence: sequence)
+        return count
+    }
+
+    // MARK: - Size and space
+
+    private func truncateLocked(_ current: Inode, to size: UInt64) throws(Errno) {
+        guard size <= Self.fileBytesMax else { throw .fileTooLarge }
+        let time = Self.now()
+        let sequence = try append(.truncate(TruncateArguments(inode: current.number, size: size, time: time)))
+        var inode = current
+        if size < inode.size {
+            pending.data[inode.number, default: DataIndex()].insert(
+                DataPiece(start: size, end: UInt64.max, source: DataPiece.zeros, sequence: sequence))
+            inode.allocatedBlocks = min(inode.allocatedBlocks, (size + UInt64(Format.blockBytes) - 1) / UInt64(Format.blockBytes))
+        }
+        inode.size = size
+        inode.mtime = time
+        inode.ctime = time
+        setPending(inode, sequence)
+    }
+
+    public func truncate(_ path: Path, size: UInt64) throws(Errno) {
+        try locked { () throws(Errno) in
+            try awaitLogSpace(Self.smallRecordBytes)
+            let inode = try resolve(path)
+            guard !inode.isDirectory else { throw .isDirectory }
+            guard inode.mode & Inode.typeMask == Inode.typeRegular else { throw .invalidArgument }
+            try require(inode, .write)
+            try truncateLocked(inode, to: size)
+        }
+    }
+
+    public func ftruncate(_ handle: FileHandle, size: UInt64) throws(Errno) {
+        try locked { () throws(Errno) in
+            try awaitLogSpace(Self.smallRecordBytes)
+            let file = try file(handle)
+            guard file.flags.writable, !file.isDirectory else { throw .invalidArgument }
+            let inode = try existingInode(file.inode)
+            guard inode.mode & Inode.typeMask == Inode.typeRegular else { throw .invalidArgument }
+            try truncateLocked(inode, to: size)
+        }
+    }
+
+    /// fallocate(2): allocate (`[]`, `.keepSize`), punch a hole (`[.punchHole, .keepSize]`)
+    /// or zero a range (`.zeroRange`, optionally `.keepSize`).
+    public func fallocate(_ handle: FileHandle, mode: FallocateMode = [], offset: UInt64, length: UInt64) throws(Errno) {
+        try locked { () throws(Errno) in
+            try awaitLogSpace(Self.smallRecordBytes)
+            let file = try file(handle)
+            guard mode.isSubset(of: .known) else { throw .notSupported }
+            if mode.contains(.punchHole) {
+                guard mode.contains(.keepSize), !mode.contains(.zeroRange) else {
+                    throw mode.contains(.zeroRange) ? .invalidArgument : .notSupported
+                }
+            }
+            guard length > 0 else { throw .invalidArgument }
+            guard file.flags.writable else { throw .badFileDescriptor }
+            guard !file.isDirectory else { throw .isDirectory }
+            var inode = try existingInode(file.inode)
+            guard inode.mode & Inode.typeMask == Inode.typeRegular else { throw .operationNotSupportedByDevice }
+            guard offset < Self.fileBytesMax, length <= Self.fileBytesMax - offset else { throw .fileTooLarge }
+            let end = offset + length
+            let allocating = !mode.contains(.punchHole)
+            let blocks = allocating ? Self.blockSpan(offset, length) : 0
+            try requireBlocks(blocks)
+            let time = Self.now()
+            let sequence = try append(.fallocate(FallocateArguments(inode: inode.number, mode: mode, offset: offset, length: length, time: time)))
+            if mode.contains(.punchHole) || mode.contains(.zeroRange) {
+                let zeroEnd = mode.contains(.keepSize) ? min(end, inode.size) : end
+                if offset < zeroEnd {
+                    pending.data[inode.number, default: DataIndex()].insert(
+                        DataPiece(start: offset, end: zeroEnd, source: DataPiece.zeros, sequence: sequence))
+                }
+            }
+            let sizeBefore = inode.size
+            if !mode.contains(.keepSize) { inode.size = max(inode.size, end) }
+            if mode.contains(.punchHole) || mode.contains(.zeroRange) || inode.size != sizeBefore {
+                inode.mtime = time
+            }
+            inode.ctime = time
+            if allocating { inode.allocatedBlocks += blocks }
+            setPending(inode, sequence)
+            pending.demand(blocks, sequence: sequence)
+        }
+    }
+
+    // MARK: - Seeking
+
+    public func lseek(_ handle: FileHandle, offset: Int64, from origin: SeekOrigin) throws(Errno) -> UInt64 {
+        try locked { () throws(Errno) in
+            let file = try file(handle)
+            let inode = try existingInode(file.inode)
+            let position: Int64
+            switch origin {
+            case .start: position = offset
+            case .current: position = Int64(file.offset) &+ offset
+            case .end: position = Int64(inode.size) &+ offset
+            case .data, .hole:
+                guard offset >= 0, UInt64(offset) < inode.size else { throw .noSuchAddressOrDevice }
+                let ranges = try dataRanges(inode)
+                var found = UInt64(offset)
+                if origin == .data {
+                    guard let range = ranges.first(where: { $0.upperBound > UInt64(offset) }) else { throw .noSuchAddressOrDevice }
+                    found = max(UInt64(offset), range.lowerBound)
+                } else {
+                    found = inode.size
+                    var at = UInt64(offset)
+                    for range in ranges where range.upperBound > at {
+                        if range.lowerBound > at { break }
+                        at = range.upperBound
+                    }
+                    found = min(at, inode.size)
+                }
+                position = Int64(found)
+            }
+            guard position >= 0 else { throw .invalidArgument }
+            file.offset = UInt64(position)
+            return UInt64(position)
+        }
+    }
+
+    /// Byte ranges holding data (whole blocks, as a block file system reports them), merged
+    /// and clipped to the size.
+    private func dataRanges(_ inode: Inode) throws(Errno) -> [Range<UInt64>] {
+        let block = UInt64(Format.blockBytes)
+        var shared = try kernel.dataBlocks(inode: inode.number).map { $0.lowerBound * block ..< $0.upperBound * block }
+        var result: [Range<UInt64>] = []
+        if let index = pending.data[inode.number] {
+            // Zeroed pieces cut the shared ranges (whole blocks only); written pieces add.
+            for piece in index.pieces where piece.isZeros {
+                let low = (piece.start + block - 1) / block * block
+                let high = piece.end == UInt64.max ? UInt64.max : piece.end / block * block
+                guard low < high else { continue }
+                shared = shared.flatMap { range -> [Range<UInt64>] in
+                    var parts: [Range<UInt64>] = []
+                    if range.lowerBound < low { parts.append(range.lowerBound ..< min(range.upperBound, low)) }
+                    if range.upperBound > high { parts.append(max(range.lowerBound, high) ..< range.upperBound) }
+                    return parts
+                }
+            }
+            result = index.pieces.filter { !$0.isZeros }.map { $0.start / block * block ..< ($0.end + block - 1) / block * block }
+        }
+        let all = (shared + result).sorted { $0.lowerBound < $1.lowerBound }
+        var merged: [Range<UInt64>] = []
+        for range in all {
+            let clipped = range.lowerBound ..< min(range.upperBound, inode.size)
+            guard !clipped.isEmpty else { continue }
+            if let last = merged.last, last.upperBound >= clipped.lowerBound {
+                merged[merged.count - 1] = last.lowerBound ..< max(last.upperBound, clipped.upperBound)
+            } else {
+                merged.append(clipped)
+            }
+        }
+        return merged
+    }
+
+    // MARK: - Attributes
+
+    public func stat(_ path: Path) throws(Errno) -> FileStatus {
+        try locked { () throws(Errno) in FileStatus(try resolve(path)) }
+    }
+
+    public func lstat(_ path: Path) throws(Errno) -> FileStatus {
+        try locked { () throws(Errno) in FileStatus(try resolve(path, followFinal: false)) }
+    }
+
+    public func fstat(_ handle: FileHandle) throws(Errno) -> FileStatus {
+        try locked { () throws(Errno) in FileStatus(try existingInode(try file(handle).inode)) }
+    }
+
+    /// access(2) with R_OK = 4, W_OK = 2, X_OK = 1 (0 = exists).
+    public func access(_ path: Path, _ mode: UInt32) throws(Errno) {
+        try locked { () throws(Errno) in
+            let inode = try resolve(path)
+            try require(inode, Access(rawValue: mode & 7))
+        }
+    }
+
+    private func setattr(_ current: Inode, valid: SetattrMask, mode: UInt32 = 0, uid: UInt32 = 0, gid: UInt32 = 0,
+                         atime: Timestamp = Timestamp(seconds: 0), mtime: Timestamp = Timestamp(seconds: 0)) throws(Errno) {
+        let time = Self.now()
+        let sequence = try append(.setattr(SetattrArguments(inode: current.number, valid: valid, mode: mode, uid: uid, gid: gid,
+                                                             atime: atime, mtime: mtime, ctime: time)))
+        var inode = current
+        if valid.contains(.mode) { inode.mode = inode.mode & Inode.typeMask | mode }
+        if valid.contains(.uid) { inode.uid = uid }
+        if valid.contains(.gid) { inode.gid = gid }
+        if valid.contains(.atime) { inode.atime = atime }
+        if valid.contains(.mtime) { inode.mtime = mtime }
+        inode.ctime = time
+        setPending(inode, sequence)
+    }
+
+    public func chmod(_ path: Path, mode: UInt32) throws(Errno) {
+        try locked { () throws(Errno) in
+            try awaitLogSpace(Self.smallRecordBytes)
+            try chmodLocked(try resolve(path), mode: mode)
+        }
+    }
+
+    public func fchmod(_ handle: FileHandle, mode: UInt32) throws(Errno) {
+        try locked { () throws(Errno) in
+            try awaitLogSpace(Self.smallRecordBytes)
+            try chmodLocked(try existingInode(try file(handle).inode), mode: mode)
+        }
+    }
+
+    private func chmodLocked(_ inode: Inode, mode: UInt32) throws(Errno) {
+        guard isOwnerOrRoot(inode) else { throw .notPermitted }
+        var permissions = mode & 0o7777
+        // An unprivileged owner outside the file's group cannot make it set-gid (Linux).
+        if !credentials.isRoot, !inode.isDirectory, !credentials.inGroup(inode.gid) { permissions &= ~0o2000 }
+        try setattr(inode, valid: .mode, mode: permissions)
+    }
+
+    /// chown(2); `UInt32.max` leaves an id unchanged. `followSymlinks: false` is lchown.
+    public func chown(_ path: Path, uid: UInt32, gid: UInt32, followSymlinks: Bool = true) throws(Errno) {
+        try locked { () throws(Errno) in
+            try awaitLogSpace(Self.smallRecordBytes)
+            try chownLocked(try resolve(path, followFinal: followSymlinks), uid: uid, gid: gid)
+        }
+    }
+
+    public func fchown(_ handle: FileHandle, uid: UInt32, gid: UInt32) throws(Errno) {
+        try locked { () throws(Errno) in
+            try awaitLogSpace(Self.smallRecordBytes)
+            try chownLocked(try existingInode(try file(handle).inode), uid: uid, gid: gid)
+        }
+    }
+
+    private func chownLocked(_ inode: Inode, uid: UInt32, gid: UInt32) throws(Errno) {
+        var valid: SetattrMask = []
+        if uid != UInt32.max {
+            guard credentials.isRoot || credentials.uid == inode.uid && uid == inode.uid else { throw .notPermitted }
+            valid.insert(.uid)
+        }
+        if gid != UInt32.max {
+            guard credentials.isRoot || credentials.uid == inode.uid && (gid == inode.gid || credentials.inGroup(gid)) else {
+                throw .notPermitted
+            }
+            valid.insert(.gid)
+        }
+        // Changing owners drops set-uid, and set-gid on group-executable files (Linux).
+        var mode = inode.mode & 0o7777
+        if !inode.isDirectory {
+            mode &= ~0o4000
+            if mode & 0o010 != 0 { mode &= ~0o2000 }
+        }
+        if mode != inode.mode & 0o7777 { valid.insert(.mode) }
+        try setattr(inode, valid: valid, mode: valid.contains(.mode) ? mode : 0,
+                    uid: valid.contains(.uid) ? uid : 0,
+                    gid: valid.contains(.gid) ? gid : 0)
+    }
+
+    /// utimensat(2).
+    public func utimens(_ path: Path, access: TimeChange, modification: TimeChange, followSymlinks: Bool = true) throws(Errno) {
+        try locked { () throws(Errno) in
+            try awaitLogSpace(Self.smallRecordBytes)
+            try utimensLocked(try resolve(path, followFinal: followSymlinks), access: access, modification: modification)
+        }
+    }
+
+    public func futimens(_ handle: FileHandle, access: TimeChange, modification: TimeChange) throws(Errno) {
+        try locked { () throws(Errno) in
+            try awaitLogSpace(Self.smallRecordBytes)
+            try utimensLocked(try existingInode(try file(handle).inode), access: access, modification: modification)
+        }
+    }
+
+    private func utimensLocked(_ inode: Inode, access: TimeChange, modification: TimeChange) throws(Errno) {
+        if access == .omit, modification == .omit { return }
+        let explicit = [access, modification].contains { if case .set = $0 { true } else { false } }
+        if explicit {
+            guard isOwnerOrRoot(inode) else { throw .notPermitted }
+        } else if !isOwnerOrRoot(inode) {
+            guard permits(inode, .write) else { throw .permissionDenied }
+        }
+        let now = Self.now()
+        var valid: SetattrMask = []
+        var atime = Timestamp(seconds: 0), mtime = Timestamp(seconds: 0)
+        switch access {
+        case .now: valid.insert(.atime); atime = now
+        case let .set(time): valid.insert(.atime); atime = time
+        case .omit: break
+        }
+        switch modification {
+        case .now: valid.insert(.mtime); mtime = now
+        case let .set(time): valid.insert(.mtime); mtime = time
+        case .omit: break
+        }
+        try setattr(inode, valid: valid, atime: atime, mtime: mtime)
+    }
+
+    public func readlink(_ path: Path) throws(Errno) -> [UInt8] {
+        try locked { () throws(Errno) in
+            let inode = try resolve(path, followFinal: false)
+            guard inode.mode & Inode.typeMask == Inode.typeSymlink else { throw .invalidArgument }
+            return try symlinkTarget(inode)
+        }
+    }
+
+    public func statfs() throws(Errno) -> FileSystemStatistics {
+        try locked { () throws(Errno) in
+            var statistics = kernel.statistics()
+            statistics.freeBlocks -= min(statistics.freeBlocks, pending.pendingBlocks)
+            statistics.freeInodes -= min(statistics.freeInodes, UInt64(spareInodeNumbers.count))
+            return statistics
+        }
+    }
+
+    /// fsync(2): every call that returned is already durable; this only checks the handle.
+    public func fsync(_ handle: FileHandle) throws(Errno) {
+        try locked { () throws(Errno) in _ = try file(handle) }
+    }
+
+    // MARK: - Directories
+
+    /// Up to `limit` entries after `cookie` (0 = from the start), "." and ".." first.
+    public func readDirectory(_ handle: FileHandle, after cookie: UInt64 = 0, limit: Int = 1024) throws(Errno) -> [DirectoryEntryInfo] {
+        try locked { () throws(Errno) in
+            let file = try file(handle)
+            guard file.isDirectory else { throw .notDirectory }
+            let directory = try existingInode(file.inode)
+            // A listing comes from the shared area with its stable cookies: digest this
+            // directory's pending changes into it first.
+            if pending.entries[directory.number] != nil || pending.inodes[directory.number] != nil { try digestToEnd() }
+            var result: [DirectoryEntryInfo] = []
+            if cookie == 0 { result.append(DirectoryEntryInfo(name: Self.dot, inode: directory.number, type: 4, cookie: 1)) }
+            if cookie <= 1, result.count < limit {
+                let parent = directory.number == kernel.rootInode ? directory.number : directory.parentHint
+                result.append(DirectoryEntryInfo(name: Self.dotDot, inode: parent, type: 4, cookie: 2))
+            }
+            guard result.count < limit else { return result }
+            let listing = try kernel.list(directory: directory.number, after: cookie <= 2 ? 0 : cookie - 2, limit: limit - result.count)
+            for entry in listing.entries {
+                result.append(DirectoryEntryInfo(name: entry.name, inode: entry.inode, type: entry.type, cookie: entry.cookie + 2))
+            }
+            return result
+        }
+    }
+
+    /// Every name in the directory at `path` ("." and ".." left out).
+    public func listDirectory(_ path: Path) throws(Errno) -> [DirectoryEntryInfo] {
+        let handle = try open(path, [.directory])
+        defer { try? close(handle) }
+        var all: [DirectoryEntryInfo] = []
+        var cookie: UInt64 = 2
+        while true {
+            let batch = try readDirectory(handle, after: cookie, limit: 4096)
+            guard let last = batch.last else { break }
+            all += batch
+            cookie = last.cookie
+        }
+        return all
+    }
+
+    // MARK: - Extended attributes
+
+    private static func validateXattrName(_ name: [UInt8]) throws(Errno) {
+        guard !name.isEmpty else { throw .outOfRange }
+        guard name.count <= SetxattrArguments.nameBytesMax else { throw .outOfRange }
+        let namespaces = ["user.", "trusted.", "security.", "system."].map { Array($0.utf8) }
+        guard namespaces.contains(where: { name.starts(with: $0) && name.count > $0.count }) else { throw .notSupported }
+    }
+
+    private func requireXattrAccess(_ inode: Inode, _ name: [UInt8], write: Bool) throws(Errno) {
+        if name.starts(with: Array("trusted.".utf8)) {
+            guard credentials.isRoot else { throw write ? .notPermitted : .noAttribute }
+        } else if name.starts(with: Array("user.".utf8)) {
+            let type = inode.mode & Inode.typeMask
+            guard type == Inode.typeRegular || type == Inode.typeDirectory else { throw write ? .notPermitted : .noAttribute }
+            try require(inode, write ? .write : .read)
+        } else if write {
+            guard isOwnerOrRoot(inode) else { throw .notPermitted }
+        }
+    }
+
+    public func getxattr(_ path: Path, name: String, followSymlinks: Bool = true) throws(Errno) -> [UInt8] {
+        try locked { () throws(Errno) in
+            let inode = try resolve(path, followFinal: followSymlinks)
+            let key = Array(name.utf8)
+            try Self.validateXattrName(key)
+            try requireXattrAccess(inode, key, write: false)
+            guard let found = try xattrs(inode).first(where: { $0.name == key }) else { throw .noAttribute }
+            return found.value
+        }
+    }
+
+    public func listxattr(_ path: Path, followSymlinks: Bool = true) throws(Errno) -> [String] {
+        try locked { () throws(Errno) in
+            let inode = try resolve(path, followFinal: followSymlinks)
+            return try xattrs(inode).map { String(decoding: $0.name, as: UTF8.self) }
+                .filter { !$0.hasPrefix("trusted.") || credentials.isRoot }
+        }
+    }
+
+    /// setxattr(2); `flags` may hold XATTR_CREATE or XATTR_REPLACE.
+    public func setxattr(_ path: Path, name: String, value: [UInt8], flags: XattrFlags = [], followSymlinks: Bool = true) throws(Errno) {
+        try locked { () throws(Errno) in
+            guard value.count <= SetxattrArguments.valueBytesMax else { throw .argListTooLong }
+            try awaitLogSpace(Self.smallRecordBytes + value.count)
+            guard flags.isSubset(of: .known), flags != .known else { throw .invalidArgument }
+            let inode = try resolve(path, followFinal: followSymlinks)
+            let key = Array(name.utf8)
+            try Self.validateXattrName(key)
+            try requireXattrAccess(inode, key, write: true)
+            var attributes = try xattrs(inode)
+            let existing = attributes.firstIndex { $0.name == key }
+            if flags.contains(.create), existing != nil { throw .fileExists }
+            if flags.contains(.replace), existing == nil { throw .noAttribute }
+            let total = attributes.reduce(0) { $0 + $1.name.count + $1.value.count } - (existing.map { attributes[$0].name.count + attributes[$0].value.count } ?? 0)
+            guard total + key.count + value.count <= Self.xattrBytesMax else { throw .noSpace }
+            let blocks = UInt64((total + key.count + value.count) / Format.blockBytes + 2)
+            try requireBlocks(blocks)
+            let time = Self.now()
+            let sequence = try append(.setxattr(SetxattrArguments(inode: inode.number, flags: flags, name: key, value: value, time: time)))
+            if let existing { attributes[existing].value = value } else { attributes.append((key, value)) }
+            var changed = inode
+            changed.ctime = time
+            setPending(changed, sequence)
+            pending.inodes[inode.number]!.xattrs = attributes
+            pending.demand(blocks, sequence: sequence)
+        }
+    }
+
+    public func removexattr(_ path: Path, name: String, followSymlinks: Bool = true) throws(Errno) {
+        try locked { () throws(Errno) in
+            try awaitLogSpace(Self.smallRecordBytes)
+            let inode = try resolve(path, followFinal: followSymlinks)
+            let key = Array(name.utf8)
+            try Self.validateXattrName(key)
+            try requireXattrAccess(inode, key, write: true)
+            var attributes = try xattrs(inode)
+            guard let existing = attributes.firstIndex(where: { $0.name == key }) else { throw .noAttribute }
+            let time = Self.now()
+            let sequence = try append(.removexattr(RemoveXattrArguments(inode: inode.number, name: key, time: time)))
+            attributes.remove(at: existing)
+            var changed = inode
+            changed.ctime = time
+            setPending(changed, sequence)
+            pending.inodes[inode.number]!.xattrs = attributes
+        }
+    }
+}

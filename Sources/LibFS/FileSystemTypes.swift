@@ -1,0 +1,150 @@
+// The value types of the POSIX-shaped API: paths, open flags, file status, time changes.
+
+import ShaleFormat
+import SystemPackage
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+private typealias Inode = ShaleFormat.Inode
+
+/// A path as bytes: any byte but NUL may appear, '/' separates names. Paths are resolved
+/// from the file system's root whether or not they begin with '/'.
+public struct Path: Sendable, Hashable, ExpressibleByStringLiteral, CustomStringConvertible {
+    public var bytes: [UInt8]
+
+    public init(_ string: String) { bytes = Array(string.utf8) }
+    public init(bytes: [UInt8]) { self.bytes = bytes }
+    public init(stringLiteral value: String) { self.init(value) }
+
+    public var description: String { String(decoding: bytes, as: UTF8.self) }
+
+    /// `self` + "/" + `name`.
+    public func appending(_ name: String) -> Path {
+        Path(bytes: bytes + (bytes.last == UInt8(ascii: "/") ? [] : [UInt8(ascii: "/")]) + Array(name.utf8))
+    }
+}
+
+/// open(2) flags, with Linux's values (so a front end can pass them through).
+public struct OpenFlags: OptionSet, Sendable, Hashable {
+    public let rawValue: Int32
+    public init(rawValue: Int32) { self.rawValue = rawValue }
+
+    public static let readOnly: OpenFlags = []
+    public static let writeOnly = OpenFlags(rawValue: 0o1)
+    public static let readWrite = OpenFlags(rawValue: 0o2)
+    public static let create = OpenFlags(rawValue: 0o100)
+    public static let exclusive = OpenFlags(rawValue: 0o200)
+    public static let truncate = OpenFlags(rawValue: 0o1000)
+    public static let append = OpenFlags(rawValue: 0o2000)
+    public static let directory = OpenFlags(rawValue: 0o200000)
+    public static let noFollow = OpenFlags(rawValue: 0o400000)
+
+    var accessMode: Int32 { rawValue & 0o3 }
+    var readable: Bool { accessMode == 0 || accessMode == 2 }
+    var writable: Bool { accessMode == 1 || accessMode == 2 }
+}
+
+/// An open file of a `FileSystem` (a descriptor number local to it).
+public struct FileHandle: Sendable, Hashable {
+    public let number: Int32
+}
+
+/// What stat(2) says.
+public struct FileStatus: Sendable, Equatable {
+    public var inode: UInt64
+    public var mode: UInt32
+    public var linkCount: UInt32
+    public var uid: UInt32
+    public var gid: UInt32
+    public var rdev: UInt64
+    public var size: UInt64
+    /// 512-byte units, as st_blocks.
+    public var blocks: UInt64
+    public var blockBytes: UInt32
+    public var atime: Timestamp
+    public var mtime: Timestamp
+    public var ctime: Timestamp
+    public var btime: Timestamp
+
+    public var type: UInt32 { mode & Inode.typeMask }
+    public var permissions: UInt32 { mode & 0o7777 }
+    public var isDirectory: Bool { type == Inode.typeDirectory }
+    public var isRegularFile: Bool { type == Inode.typeRegular }
+    public var isSymlink: Bool { type == Inode.typeSymlink }
+
+    init(_ inode: ShaleFormat.Inode) {
+        self.inode = inode.number
+        mode = inode.mode
+        linkCount = inode.linkCount
+        uid = inode.uid
+        gid = inode.gid
+        rdev = inode.rdev
+        size = inode.size
+        blocks = inode.allocatedBlocks * UInt64(Format.blockBytes / 512)
+        blockBytes = UInt32(Format.blockBytes)
+        atime = inode.atime
+        mtime = inode.mtime
+        ctime = inode.ctime
+        btime = inode.btime
+    }
+}
+
+/// One directory entry as readdir returns it.
+public struct DirectoryEntryInfo: Sendable, Equatable {
+    public var name: [UInt8]
+    public var inode: UInt64
+    /// d_type.
+    public var type: UInt8
+    /// Pass to `readDirectory(_:after:)` to continue after this entry (d_off).
+    public var cookie: UInt64
+
+    public var nameString: String { String(decoding: name, as: UTF8.self) }
+}
+
+/// A time argument of `utimens`.
+public enum TimeChange: Sendable, Equatable {
+    case now
+    case omit
+    case set(Timestamp)
+}
+
+/// lseek whence.
+public enum SeekOrigin: Sendable {
+    case start, current, end, data, hole
+}
+
+/// Who is calling: permission checks use these, as the kernel would.
+public struct Credentials: Sendable, Equatable {
+    public var uid: UInt32
+    public var gid: UInt32
+    public var groups: [UInt32]
+    /// Applied to the mode of every new file, as the kernel applies the process umask.
+    public var umask: UInt32
+
+    public init(uid: UInt32, gid: UInt32, groups: [UInt32] = [], umask: UInt32 = 0o022) {
+        self.uid = uid
+        self.gid = gid
+        self.groups = groups
+        self.umask = umask
+    }
+
+    /// The calling process's ids, groups and umask.
+    public static var current: Credentials {
+        var groups = [gid_t](repeating: 0, count: Int(getgroups(0, nil)))
+        let count = getgroups(Int32(groups.count), &groups)
+        let mask = Glibc.umask(0)
+        _ = Glibc.umask(mask)
+        return Credentials(uid: getuid(), gid: getgid(), groups: Array(groups.prefix(max(0, Int(count)))), umask: UInt32(mask))
+    }
+
+    var isRoot: Bool { uid == 0 }
+
+    func inGroup(_ gid: UInt32) -> Bool { gid == self.gid || groups.contains(gid) }
+}
+
+extension Errno {
+    /// ENODATA (no such attribute); swift-system names it only on some platforms.
+    static var noAttribute: Errno { Errno(rawValue: 61) }
+}
