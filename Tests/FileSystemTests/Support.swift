@@ -12,8 +12,10 @@ typealias SimulatedFileSystem = FileSystem<EmbeddedKernel<SimulatedPersistentMem
 
 /// A file system on simulated NVM (in memory), with the production LibFS and KernFS.
 func simulatedFileSystem(nvmBytes: Int = 64 << 20, logBytes: UInt64 = 1 << 20, background: Bool = false,
-                         credentials: Credentials = Credentials(uid: 0, gid: 0, umask: 0o022)) throws -> SimulatedFileSystem {
-    let nvm = SimulatedPersistentMemory(byteCount: nvmBytes)
+                         credentials: Credentials = Credentials(uid: 0, gid: 0, umask: 0o022),
+                         recordsTrace: Bool = false) throws -> SimulatedFileSystem {
+    // No trace by default: a long test would keep every store it ever made.
+    let nvm = SimulatedPersistentMemory(byteCount: nvmBytes, recordsTrace: recordsTrace)
     var options = FormatOptions()
     options.logRegionCount = 4
     options.logRegionBytes = logBytes
@@ -25,6 +27,18 @@ func simulatedFileSystem(nvmBytes: Int = 64 << 20, logBytes: UInt64 = 1 << 20, b
 /// Reopens the same simulated NVM as a new process would after `fs` went away (closed or not).
 func reopen(_ fs: SimulatedFileSystem, background: Bool = false) throws -> SimulatedFileSystem {
     let nvm = fs.kernel.nvm
+    let volume = try Volume(nvm: nvm, nvmName: "sim.nvm", lowerDevices: [], repair: true)
+    let kernel = try EmbeddedKernel(nvm: nvm, superblock: volume.superblock)
+    return try FileSystem(kernel: kernel, credentials: fs.credentials, background: background)
+}
+
+/// A crash of `fs` now: a new file system recovers from what its NVM durably holds at this
+/// instant (only flushed and fenced lines), as after a power cut. The old instance is then
+/// closed, so that its background digest stops; that touches only the old memory.
+func crashAndRecover(_ fs: SimulatedFileSystem, background: Bool = false) throws -> SimulatedFileSystem {
+    let image = fs.kernel.nvm.durableImage
+    try? fs.close()
+    let nvm = SimulatedPersistentMemory(image: image, recordsTrace: false)
     let volume = try Volume(nvm: nvm, nvmName: "sim.nvm", lowerDevices: [], repair: true)
     let kernel = try EmbeddedKernel(nvm: nvm, superblock: volume.superblock)
     return try FileSystem(kernel: kernel, credentials: fs.credentials, background: background)
