@@ -257,6 +257,7 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
     }
 
     private func setPending(_ inode: Inode, _ sequence: UInt64) {
+        pending.touched(.inode(inode.number), sequence)
         if var existing = pending.inodes[inode.number] {
             existing.inode = inode
             existing.sequence = sequence
@@ -267,6 +268,7 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
     }
 
     private func setEntry(_ directory: UInt64, _ name: [UInt8], inode: UInt64, type: UInt8, _ sequence: UInt64) {
+        pending.touched(.entry(directory, name), sequence)
         pending.entries[directory, default: [:]][name] = PendingEntry(inode: inode, type: type, sequence: sequence)
     }
 
@@ -489,6 +491,7 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
                           linkCount: isDirectory ? 2 : 1, time: time, rdev: rdev, parentHint: parent.number)
         if let target { inode.size = UInt64(target.count) }
         pending.inodes[number] = PendingInode(inode: inode, sequence: sequence, xattrs: nil, target: target)
+        pending.touched(.inode(number), sequence)
         var changedParent = parent
         if isDirectory { changedParent.linkCount += 1 }
         changedParent.mtime = time
@@ -972,6 +975,7 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
         } catch {
             throw .ioError
         }
+        pending.touched(.data(inode.number), sequence)
         pending.data[inode.number, default: DataIndex()].insert(
             DataPiece(start: offset, end: offset + UInt64(count), source: source, sequence: sequence))
         inode.size = max(inode.size, offset + UInt64(count))
@@ -991,6 +995,7 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
         let sequence = try append(.truncate(TruncateArguments(inode: current.number, size: size, time: time)))
         var inode = current
         if size < inode.size {
+            pending.touched(.data(inode.number), sequence)
             pending.data[inode.number, default: DataIndex()].insert(
                 DataPiece(start: size, end: UInt64.max, source: DataPiece.zeros, sequence: sequence))
             inode.allocatedBlocks = min(inode.allocatedBlocks, (size + UInt64(Format.blockBytes) - 1) / UInt64(Format.blockBytes))
@@ -1050,6 +1055,7 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
             if mode.contains(.punchHole) || mode.contains(.zeroRange) {
                 let zeroEnd = mode.contains(.keepSize) ? min(end, inode.size) : end
                 if offset < zeroEnd {
+                    pending.touched(.data(inode.number), sequence)
                     pending.data[inode.number, default: DataIndex()].insert(
                         DataPiece(start: offset, end: zeroEnd, source: DataPiece.zeros, sequence: sequence))
                 }
