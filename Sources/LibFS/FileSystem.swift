@@ -122,6 +122,19 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
         }
     }
 
+    /// Simulates the death of the process (tests, the crash harness): the background digest
+    /// stops, nothing is digested or released, and the instance refuses every call. Its log
+    /// stays behind for recovery, exactly as after a crash.
+    public func abandon() {
+        monitor.lock()
+        defer { monitor.unlock() }
+        guard !closed else { return }
+        stopping = true
+        monitor.broadcast()
+        while digesterRunning { monitor.wait() }
+        closed = true
+    }
+
     // MARK: - Locking and the log
 
     @inline(__always)
@@ -580,7 +593,7 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
         try locked { () throws(Errno) in
             try awaitLogSpace(Self.smallRecordBytes)
             let (parent, name, trailingSlash) = try resolveParent(path)
-            guard !Self.isDotOrDotDot(name) else { throw name == Self.dot ? .isDirectory : .notPermitted }
+            guard !Self.isDotOrDotDot(name) else { throw .isDirectory }
             guard let found = try entry(in: parent.number, name) else { throw .noSuchFileOrDirectory }
             let victim = try existingInode(found.inode)
             guard !victim.isDirectory else { throw .isDirectory }
@@ -762,6 +775,7 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
                 if let found = try entry(in: parent.number, name) {
                     guard !flags.contains(.exclusive) else { throw .fileExists }
                     inode = try existingInode(found.inode)
+                    if inode.isDirectory { throw .isDirectory }
                     if inode.mode & Inode.typeMask == Inode.typeSymlink {
                         guard !flags.contains(.noFollow) else { throw .tooManySymbolicLinkLevels }
                         inode = try resolve(path)
