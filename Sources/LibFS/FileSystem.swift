@@ -122,6 +122,19 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
         }
     }
 
+    /// Simulates the death of the process (tests, the crash harness): the background digest
+    /// stops, nothing is digested or released, and the instance refuses every call. Its log
+    /// stays behind for recovery, exactly as after a crash.
+    public func abandon() {
+        monitor.lock()
+        defer { monitor.unlock() }
+        guard !closed else { return }
+        stopping = true
+        monitor.broadcast()
+        while digesterRunning { monitor.wait() }
+        closed = true
+    }
+
     // MARK: - Locking and the log
 
     @inline(__always)
@@ -257,6 +270,7 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
     }
 
     private func setPending(_ inode: Inode, _ sequence: UInt64) {
+        pending.touched(.inode(inode.number), sequence)
         if var existing = pending.inodes[inode.number] {
             existing.inode = inode
             existing.sequence = sequence
@@ -267,6 +281,7 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
     }
 
     private func setEntry(_ directory: UInt64, _ name: [UInt8], inode: UInt64, type: UInt8, _ sequence: UInt64) {
+        pending.touched(.entry(directory, name), sequence)
         pending.entries[directory, default: [:]][name] = PendingEntry(inode: inode, type: type, sequence: sequence)
     }
 
@@ -489,6 +504,7 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
                           linkCount: isDirectory ? 2 : 1, time: time, rdev: rdev, parentHint: parent.number)
         if let target { inode.size = UInt64(target.count) }
         pending.inodes[number] = PendingInode(inode: inode, sequence: sequence, xattrs: nil, target: target)
+        pending.touched(.inode(number), sequence)
         var changedParent = parent
         if isDirectory { changedParent.linkCount += 1 }
         changedParent.mtime = time
@@ -577,7 +593,7 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
         try locked { () throws(Errno) in
             try awaitLogSpace(Self.smallRecordBytes)
             let (parent, name, trailingSlash) = try resolveParent(path)
-            guard !Self.isDotOrDotDot(name) else { throw name == Self.dot ? .isDirectory : .notPermitted }
+            guard !Self.isDotOrDotDot(name) else { throw .isDirectory }
             guard let found = try entry(in: parent.number, name) else { throw .noSuchFileOrDirectory }
             let victim = try existingInode(found.inode)
             guard !victim.isDirectory else { throw .isDirectory }
@@ -759,6 +775,7 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
                 if let found = try entry(in: parent.number, name) {
                     guard !flags.contains(.exclusive) else { throw .fileExists }
                     inode = try existingInode(found.inode)
+                    if inode.isDirectory { throw .isDirectory }
                     if inode.mode & Inode.typeMask == Inode.typeSymlink {
                         guard !flags.contains(.noFollow) else { throw .tooManySymbolicLinkLevels }
                         inode = try resolve(path)
@@ -972,6 +989,7 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
         } catch {
             throw .ioError
         }
+        pending.touched(.data(inode.number), sequence)
         pending.data[inode.number, default: DataIndex()].insert(
             DataPiece(start: offset, end: offset + UInt64(count), source: source, sequence: sequence))
         inode.size = max(inode.size, offset + UInt64(count))
@@ -991,6 +1009,7 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
         let sequence = try append(.truncate(TruncateArguments(inode: current.number, size: size, time: time)))
         var inode = current
         if size < inode.size {
+            pending.touched(.data(inode.number), sequence)
             pending.data[inode.number, default: DataIndex()].insert(
                 DataPiece(start: size, end: UInt64.max, source: DataPiece.zeros, sequence: sequence))
             inode.allocatedBlocks = min(inode.allocatedBlocks, (size + UInt64(Format.blockBytes) - 1) / UInt64(Format.blockBytes))
@@ -1050,6 +1069,7 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
             if mode.contains(.punchHole) || mode.contains(.zeroRange) {
                 let zeroEnd = mode.contains(.keepSize) ? min(end, inode.size) : end
                 if offset < zeroEnd {
+                    pending.touched(.data(inode.number), sequence)
                     pending.data[inode.number, default: DataIndex()].insert(
                         DataPiece(start: offset, end: zeroEnd, source: DataPiece.zeros, sequence: sequence))
                 }

@@ -114,6 +114,20 @@ struct PendingState {
     var blockDemands: [(sequence: UInt64, blocks: UInt64)] = []
     var pendingBlocks: UInt64 = 0
 
+    /// What each record touched, in log order: pruning visits only these, so a digest batch
+    /// costs what it digested, not what is pending.
+    enum Touch {
+        case inode(UInt64)
+        case entry(UInt64, [UInt8])
+        case data(UInt64)
+    }
+    private var touches: [(sequence: UInt64, touch: Touch)] = []
+    private var touchesHead = 0
+
+    mutating func touched(_ touch: Touch, _ sequence: UInt64) {
+        touches.append((sequence, touch))
+    }
+
     mutating func demand(_ blocks: UInt64, sequence: UInt64) {
         guard blocks > 0 else { return }
         blockDemands.append((sequence, blocks))
@@ -122,14 +136,26 @@ struct PendingState {
 
     /// Forgets everything records before `sequence` produced: the shared area has it.
     mutating func prune(before sequence: UInt64) {
-        inodes = inodes.filter { $0.value.sequence >= sequence }
-        for (directory, names) in entries {
-            let kept = names.filter { $0.value.sequence >= sequence }
-            entries[directory] = kept.isEmpty ? nil : kept
+        while touchesHead < touches.count, touches[touchesHead].sequence < sequence {
+            switch touches[touchesHead].touch {
+            case let .inode(number):
+                if let entry = inodes[number], entry.sequence < sequence { inodes[number] = nil }
+            case let .entry(directory, name):
+                if let entry = entries[directory]?[name], entry.sequence < sequence {
+                    entries[directory]![name] = nil
+                    if entries[directory]!.isEmpty { entries[directory] = nil }
+                }
+            case let .data(number):
+                if data[number] != nil {
+                    data[number]!.prune(before: sequence)
+                    if data[number]!.isEmpty { data[number] = nil }
+                }
+            }
+            touchesHead += 1
         }
-        for number in Array(data.keys) {
-            data[number]!.prune(before: sequence)
-            if data[number]!.isEmpty { data[number] = nil }
+        if touchesHead > 4096, touchesHead * 2 > touches.count {
+            touches.removeFirst(touchesHead)
+            touchesHead = 0
         }
         var dropped = 0
         while dropped < blockDemands.count, blockDemands[dropped].sequence < sequence {

@@ -26,6 +26,7 @@ func simulatedFileSystem(nvmBytes: Int = 64 << 20, logBytes: UInt64 = 1 << 20, b
 
 /// Reopens the same simulated NVM as a new process would after `fs` went away (closed or not).
 func reopen(_ fs: SimulatedFileSystem, background: Bool = false) throws -> SimulatedFileSystem {
+    fs.abandon()
     let nvm = fs.kernel.nvm
     let volume = try Volume(nvm: nvm, nvmName: "sim.nvm", lowerDevices: [], repair: true)
     let kernel = try EmbeddedKernel(nvm: nvm, superblock: volume.superblock)
