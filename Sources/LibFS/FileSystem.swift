@@ -111,10 +111,10 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
             stopping = true
             monitor.broadcast()
             while digesterRunning { monitor.wait() }
-            for (_, file) in files { dropOpen(file.inode) }
+            let open = files.values.map(\.inode)
             files.removeAll()
+            for number in open { try dropOpen(number) }
             try digestToEnd()
-            try releaseOrphans()
             try kernel.detachLog(region: grant.region)
             kernel.releaseInodeNumbers(spareInodeNumbers)
             spareInodeNumbers.removeAll()
@@ -768,22 +768,40 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
     public func open(_ path: Path, _ flags: OpenFlags = .readOnly, mode: UInt32 = 0o666) throws(Errno) -> FileHandle {
         try locked { () throws(Errno) in
             try awaitLogSpace(Self.smallRecordBytes)
+            // Linux (since 6.4) refuses O_CREAT with O_DIRECTORY before looking at the path.
+            if flags.contains(.create), flags.contains(.directory) { throw .invalidArgument }
             var inode: Inode
             if flags.contains(.create) {
-                let (parent, name, trailingSlash) = try resolveParent(path)
-                if Self.isDotOrDotDot(name) { throw .isDirectory }
-                if let found = try entry(in: parent.number, name) {
+                var (parent, name, trailingSlash) = try resolveParent(path)
+                var hops = 0
+                while true {
+                    // O_CREAT on a name with a trailing slash, ".", ".." or the root: EISDIR,
+                    // whether it exists or not (Linux).
+                    if trailingSlash || Self.isDotOrDotDot(name) { throw .isDirectory }
+                    guard let found = try entry(in: parent.number, name) else {
+                        inode = try create(in: parent, name: name, mode: mode, type: Inode.typeRegular)
+                        return register(inode, flags: flags)
+                    }
                     guard !flags.contains(.exclusive) else { throw .fileExists }
                     inode = try existingInode(found.inode)
+                    // O_CREAT on an existing directory (or a symlink to one): EISDIR.
                     if inode.isDirectory { throw .isDirectory }
-                    if inode.mode & Inode.typeMask == Inode.typeSymlink {
-                        guard !flags.contains(.noFollow) else { throw .tooManySymbolicLinkLevels }
-                        inode = try resolve(path)
-                    }
-                } else {
-                    guard !trailingSlash else { throw .isDirectory }
-                    inode = try create(in: parent, name: name, mode: mode, type: Inode.typeRegular)
-                    return register(inode, flags: flags)
+                    guard inode.mode & Inode.typeMask == Inode.typeSymlink else { break }
+                    // A symlink: O_CREAT follows it, and creates its target when that is missing
+                    // (as Linux does for a dangling symlink).
+                    guard !flags.contains(.noFollow) else { throw .tooManySymbolicLinkLevels }
+                    hops += 1
+                    guard hops <= Self.symlinkHopsMax else { throw .tooManySymbolicLinkLevels }
+                    let target = try symlinkTarget(inode)
+                    guard !target.isEmpty else { throw .noSuchFileOrDirectory }
+                    var names = target.split(separator: Self.slash, omittingEmptySubsequences: true).map(Array.init)
+                    let start = target.first == Self.slash ? try rootDirectory() : parent
+                    guard let last = names.popLast() else { throw .isDirectory }
+                    parent = try walk(names, from: start, followFinal: true)
+                    guard parent.isDirectory else { throw .notDirectory }
+                    try require(parent, .execute)
+                    name = last
+                    trailingSlash = target.last == Self.slash
                 }
             } else {
                 inode = try resolve(path, followFinal: !flags.contains(.noFollow))
@@ -819,39 +837,29 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
         return file
     }
 
-    /// Bookkeeping when a handle goes; returns whether the inode is now an unlinked file
-    /// nobody has open.
-    @discardableResult
-    private func dropOpen(_ number: UInt64) -> Bool {
+    /// Bookkeeping when a handle goes. The last handle of an unlinked file frees it: every
+    /// record about it is digested first, while the kernel still counts it open, so that
+    /// records logged after its last unlink (writes through the handle) still find it; the
+    /// kernel holds it as an orphan until `releaseOrphan`.
+    private func dropOpen(_ number: UInt64) throws(Errno) {
         let remaining = (openCounts[number] ?? 1) - 1
         openCounts[number] = remaining > 0 ? remaining : nil
-        guard remaining == 0 else { return false }
-        kernel.setOpen(number, false)
-        return true
+        guard remaining == 0 else { return }
+        if let inode = try inode(number), inode.linkCount == 0 {
+            try digestToEnd()
+            kernel.setOpen(number, false)
+            try kernel.releaseOrphan(number)
+        } else {
+            kernel.setOpen(number, false)
+        }
     }
-
-    private var orphansToRelease: Set<UInt64> = []
 
     public func close(_ handle: FileHandle) throws(Errno) {
         try locked { () throws(Errno) in
             let file = try file(handle)
             files[handle.number] = nil
-            if dropOpen(file.inode), let inode = try inode(file.inode), inode.linkCount == 0 {
-                orphansToRelease.insert(file.inode)
-                try releaseOrphans()
-            }
+            try dropOpen(file.inode)
         }
-    }
-
-    /// Frees unlinked files nobody has open any more: once the records before now are
-    /// digested, the kernel holds them as orphans (or already freed them).
-    private func releaseOrphans() throws(Errno) {
-        guard !orphansToRelease.isEmpty else { return }
-        try digestToEnd()
-        for number in orphansToRelease where openCounts[number] == nil {
-            try kernel.releaseOrphan(number)
-        }
-        orphansToRelease.removeAll()
     }
 
     // MARK: - Reading
@@ -1048,13 +1056,13 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
         try locked { () throws(Errno) in
             try awaitLogSpace(Self.smallRecordBytes)
             let file = try file(handle)
+            // Linux's order: the length, then the mode (punching needs KEEP_SIZE and excludes
+            // ZERO_RANGE: EOPNOTSUPP either way), then the handle.
+            guard length > 0 else { throw .invalidArgument }
             guard mode.isSubset(of: .known) else { throw .notSupported }
             if mode.contains(.punchHole) {
-                guard mode.contains(.keepSize), !mode.contains(.zeroRange) else {
-                    throw mode.contains(.zeroRange) ? .invalidArgument : .notSupported
-                }
+                guard mode.contains(.keepSize), !mode.contains(.zeroRange) else { throw .notSupported }
             }
-            guard length > 0 else { throw .invalidArgument }
             guard file.flags.writable else { throw .badFileDescriptor }
             guard !file.isDirectory else { throw .isDirectory }
             var inode = try existingInode(file.inode)

@@ -34,11 +34,11 @@ func reopen(_ fs: SimulatedFileSystem, background: Bool = false) throws -> Simul
 }
 
 /// A crash of `fs` now: a new file system recovers from what its NVM durably holds at this
-/// instant (only flushed and fenced lines), as after a power cut. The old instance is then
-/// closed, so that its background digest stops; that touches only the old memory.
+/// instant (only flushed and fenced lines), as after a power cut. The old instance then dies
+/// (`abandon`: its background digest stops, nothing more is written).
 func crashAndRecover(_ fs: SimulatedFileSystem, background: Bool = false) throws -> SimulatedFileSystem {
     let image = fs.kernel.nvm.durableImage
-    try? fs.close()
+    fs.abandon()
     let nvm = SimulatedPersistentMemory(image: image, recordsTrace: false)
     let volume = try Volume(nvm: nvm, nvmName: "sim.nvm", lowerDevices: [], repair: true)
     let kernel = try EmbeddedKernel(nvm: nvm, superblock: volume.superblock)
