@@ -515,6 +515,14 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
         return inode
     }
 
+    /// A new non-directory name, as Linux's filename_create checks it: EEXIST when the name
+    /// exists (or is "." or ".."), ENOENT when it is missing but written with a trailing slash.
+    private func requireCreatable(_ parent: Inode, _ name: [UInt8], trailingSlash: Bool) throws(Errno) {
+        guard !Self.isDotOrDotDot(name) else { throw .fileExists }
+        guard try entry(in: parent.number, name) == nil else { throw .fileExists }
+        guard !trailingSlash else { throw .noSuchFileOrDirectory }
+    }
+
     public func mkdir(_ path: Path, mode: UInt32 = 0o777) throws(Errno) {
         try locked { () throws(Errno) in
             try awaitLogSpace(Self.smallRecordBytes)
@@ -548,8 +556,8 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
             guard !target.bytes.isEmpty else { throw .noSuchFileOrDirectory }
             guard target.bytes.count <= Self.symlinkTargetBytesMax else { throw .fileNameTooLong }
             guard !target.bytes.contains(0) else { throw .invalidArgument }
-            let (parent, name, _) = try resolveParent(path)
-            guard !Self.isDotOrDotDot(name) else { throw .fileExists }
+            let (parent, name, trailingSlash) = try resolveParent(path)
+            try requireCreatable(parent, name, trailingSlash: trailingSlash)
             _ = try create(in: parent, name: name, mode: 0o777, type: Inode.typeSymlink, target: target.bytes)
         }
     }
@@ -558,11 +566,12 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
         try locked { () throws(Errno) in
             try awaitLogSpace(Self.smallRecordBytes)
             var inode = try resolve(existing, followFinal: false)
-            guard !inode.isDirectory else { throw .notPermitted }
             let (parent, name, trailingSlash) = try resolveParent(new)
-            guard !Self.isDotOrDotDot(name), !trailingSlash else { throw .fileExists }
+            // Linux's order: the new name (EEXIST), the parent's permission, then EPERM for a
+            // directory.
+            try requireCreatable(parent, name, trailingSlash: trailingSlash)
             try require(parent, [.write, .execute])
-            guard try entry(in: parent.number, name) == nil else { throw .fileExists }
+            guard !inode.isDirectory else { throw .notPermitted }
             guard inode.linkCount > 0 else { throw .noSuchFileOrDirectory }
             guard inode.linkCount < Self.linkCountMax else { throw .tooManyLinks }
             try requireBlocks(1)

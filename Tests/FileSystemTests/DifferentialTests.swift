@@ -170,6 +170,10 @@ extension EdgeCase {
                  .pread(slot: 0, offset: 0, count: 1), fails(EBADF)),
         // EPERM
         EdgeCase("linkToADirectoryFailsWithEPERM", dir("d"), .link(b("d"), b("e")), fails(EPERM)),
+        EdgeCase("linkOfADirectoryOntoAnExistingNameFailsWithEEXISTFirst", dir("d"), .link(b("d"), b("./d")), fails(EEXIST)),
+        EdgeCase("linkToAMissingNameWithATrailingSlashFailsWithENOENT", file("a"), .link(b("a"), b("b/")), fails(ENOENT)),
+        EdgeCase("symlinkAtAMissingNameWithATrailingSlashFailsWithENOENT", [], .symlink(target: b("a"), at: b("b/")), fails(ENOENT)),
+        EdgeCase("symlinkAtAnExistingNameWithATrailingSlashFailsWithEEXIST", dir("d"), .symlink(target: b("a"), at: b("d/")), fails(EEXIST)),
     ]
 
     static let namespace: [EdgeCase] = [
@@ -544,7 +548,7 @@ func runRandomSequence(seed: UInt64, count: Int, background: Bool, logBytes: UIn
     /// these calls make twice over): the log wraps and writers wait for digests many times.
     @Test func randomSequencesAgreeWithLinuxWithTheBackgroundDigestOnATinyLog() throws {
         for seed in randomSeeds(3) {
-            try runRandomSequence(seed: seed, count: 300, background: true, logBytes: 128 << 10, explicitDigests: false,
+            try runRandomSequence(seed: seed, count: 600, background: true, logBytes: 128 << 10, explicitDigests: false,
                                   crashes: true, label: "background digest, tiny log")
         }
     }
