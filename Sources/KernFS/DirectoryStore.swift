@@ -230,6 +230,37 @@ public struct DirectoryStore<NVM: PersistentMemory> {
         }
     }
 
+    /// Points the entry named `name` at another inode of another type (rename over an
+    /// existing name, rename's exchange) and returns the entry as it was; `notFound` if there
+    /// is none. The name, so its hash and listing position, stays: one block is rewritten and
+    /// nothing is allocated, so this cannot run out of space.
+    @discardableResult
+    public func replace(_ name: [UInt8], inode: UInt64, type: UInt8, in map: some DirectoryBlockMap) throws(DirectoryError) -> DirectoryEntry {
+        try check(name)
+        precondition(inode != 0, "inode 0 is never a directory entry's")
+        let hash = DirectoryEntry.hash(fullHash: fullHash(name))
+        switch try readTop(map) {
+        case var .small(leaf):
+            guard let index = leaf.entries.firstIndex(where: { $0.hash == hash && $0.name == name }) else { throw .notFound }
+            let old = leaf.entries[index]
+            leaf.entries[index].inode = inode
+            leaf.entries[index].type = type
+            write(leaf)
+            return old
+        case let .hashed(root):
+            var chain = try readBucket(pointerIndex(hash, root), root: root, map)
+            for link in chain.indices {
+                guard let index = chain[link].entries.firstIndex(where: { $0.hash == hash && $0.name == name }) else { continue }
+                let old = chain[link].entries[index]
+                chain[link].entries[index].inode = inode
+                chain[link].entries[index].type = type
+                write(chain[link])
+                return old
+            }
+            throw .notFound
+        }
+    }
+
     /// Up to `limit` entries (more only to keep entries of one position together, see the
     /// header) from cookie `cookie` on, in position order. Cookie 0 starts the listing.
     public func list(_ map: some DirectoryBlockMap, after cookie: UInt64, limit: Int) throws(DirectoryError) -> DirectoryListing {
