@@ -1,8 +1,9 @@
 // Directory operations over the shared area — KernFS (layer 4), on top of the on-media
 // directory of docs/format.md "Directories" (ShaleFormat's DirectoryBlock and DirectoryEntry).
 //
-// Offers: `DirectoryStore` — lookup, insert, remove, list (readdir with resumable cookies) and
-// count of the entries of one directory, and `initialize` (mkdir's first block).
+// Offers: `DirectoryStore` — lookup, insert, remove, replace (re-point a name in place, for
+// rename), list (readdir with resumable cookies) and count of the entries of one directory, and
+// `initialize` (mkdir's first block).
 // Needs: a `MetadataTransaction` (every block is read and written through it, so an operation
 // reads its own writes and nothing reaches NVM before the caller commits), the volume's
 // checksum seed and directory hash key (superblock), and a `DirectoryBlockMap` saying where
