@@ -868,6 +868,28 @@ struct DigestXattrTests {
     }
 }
 
+extension DigestXattrTests {
+    /// A damaged set is damage of the shared area: readers say so, a digest that needs the
+    /// set stops without committing anything (the record stays in the log), nothing traps.
+    @Test func aDamagedSetIsReportedNeverATrap() throws {
+        let world = try World()
+        let f = try world.create("f", in: world.superblock.rootInode)
+        try world.setxattr(f, "user.a", [1])
+        try world.digestCleanly()
+        let inode = try #require(try world.inode(f))
+        let offset = Int(world.allocator.nvmOffset(ofBlock: inode.xattrBlock)) + 600
+        world.nvm.store([world.nvm.load(at: offset, count: 1)[0] ^ 0xFF], at: offset)
+        let read = Result { () throws(DigestError) in try world.digester.extendedAttributes(of: inode) }
+        if case .failure(.damaged) = read {} else { Issue.record("a damaged set read as \(read)") }
+        try world.setxattr(f, "user.b", [2])
+        let cursor = world.digester.logTable.read(world.grant.region).descriptor?.digestedSequence
+        let digest = Result { () throws(DigestError) in try world.digester.digest(region: world.grant.region, recovery: false) }
+        if case .failure(.damaged) = digest {} else { Issue.record("a digest over a damaged set: \(digest)") }
+        #expect(try world.inode(f) == inode, "nothing of the batch is committed")
+        #expect(world.digester.logTable.read(world.grant.region).descriptor?.digestedSequence == cursor, "the cursor stays")
+    }
+}
+
 struct DigestOrphanTests {
     typealias World = DigestTests.World
 
