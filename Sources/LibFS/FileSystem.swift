@@ -54,8 +54,8 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
     public static var symlinkHopsMax: Int { 40 }
     public static var pathBytesMax: Int { 4096 }
     public static var symlinkTargetBytesMax: Int { 4095 }
-    /// Extended attributes of one inode, names and values together.
-    public static var xattrBytesMax: Int { 256 * 1024 }
+    /// Extended attributes of one inode, as their serialized set (docs/format.md).
+    public static var xattrBytesMax: Int { XattrBlock.setBytesMax }
 
     public let kernel: Kernel
     public var credentials: Credentials
@@ -1074,11 +1074,9 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
                         DataPiece(start: offset, end: zeroEnd, source: DataPiece.zeros, sequence: sequence))
                 }
             }
-            let sizeBefore = inode.size
             if !mode.contains(.keepSize) { inode.size = max(inode.size, end) }
-            if mode.contains(.punchHole) || mode.contains(.zeroRange) || inode.size != sizeBefore {
-                inode.mtime = time
-            }
+            // Modern Linux (file_modified) updates both times for every mode, as the digest does.
+            inode.mtime = time
             inode.ctime = time
             if allocating { inode.allocatedBlocks += blocks }
             setPending(inode, sequence)
@@ -1410,9 +1408,12 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
             let existing = attributes.firstIndex { $0.name == key }
             if flags.contains(.create), existing != nil { throw .fileExists }
             if flags.contains(.replace), existing == nil { throw .noAttribute }
-            let total = attributes.reduce(0) { $0 + $1.name.count + $1.value.count } - (existing.map { attributes[$0].name.count + attributes[$0].value.count } ?? 0)
-            guard total + key.count + value.count <= Self.xattrBytesMax else { throw .noSpace }
-            let blocks = UInt64((total + key.count + value.count) / Format.blockBytes + 2)
+            // The same rule as the digest's: the serialized set must fit its blocks.
+            func bytes(_ name: [UInt8], _ value: [UInt8]) -> Int { XattrSet.entryHeaderBytes + name.count + value.count }
+            let total = attributes.reduce(0) { $0 + bytes($1.name, $1.value) }
+                - (existing.map { bytes(attributes[$0].name, attributes[$0].value) } ?? 0) + bytes(key, value)
+            guard total <= Self.xattrBytesMax else { throw .noSpace }
+            let blocks = UInt64(XattrBlock.blocksNeeded(setBytes: total))
             try requireBlocks(blocks)
             let time = Self.now()
             let sequence = try append(.setxattr(SetxattrArguments(inode: inode.number, flags: flags, name: key, value: value, time: time)))
