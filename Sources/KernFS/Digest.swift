@@ -147,6 +147,12 @@ public final class Digester<NVM: PersistentMemory>: @unchecked Sendable {
         report.end = scanner.end
         report.cursorOffset = scanner.offset
         report.cursorSequence = scanner.nextSequence
+        do {
+            try finishWrites(&batch)
+        } catch {
+            rollBack(transaction)
+            throw Self.classify(error)
+        }
         // Durability point of the batch: the journal's commit fence.
         try commit(batch) {
             try logTable.advanceDigestCursor(region, offset: scanner.offset + UInt64(LogRecordHeader.encodedBytes) > layout.logRegionBytes ? 0 : scanner.offset,
@@ -281,6 +287,18 @@ public final class Digester<NVM: PersistentMemory>: @unchecked Sendable {
         let keepsOrphans: Bool
         /// Blocks the batch stopped referencing; freed just before the commit.
         var freed: [Range<UInt64>] = []
+        /// Coalescing: a run of writes to one file keeps its inode and extent map here and
+        /// stores them once, when the run ends (another record, or the end of the batch),
+        /// instead of once per record.
+        var writing: (inode: Inode, map: ExtentMap<NVM>)?
+    }
+
+    /// Ends a run of writes: the file's map and inode go into the transaction.
+    private func finishWrites(_ batch: inout Batch) throws {
+        guard var (inode, map) = batch.writing else { return }
+        batch.writing = nil
+        try storeMap(&map, into: &inode, batch.transaction)
+        try inodes.write(inode, in: batch.transaction)
     }
 
     /// Frees what the batch stopped referencing, runs `last` (the digest cursor), commits.
@@ -326,6 +344,9 @@ public final class Digester<NVM: PersistentMemory>: @unchecked Sendable {
 
     private func apply(_ operation: LogOperation, data: [UInt8], batch: inout Batch) throws {
         let transaction = batch.transaction
+        // Every other record reads the shared area through the transaction: it must see the
+        // writes before it.
+        if case .write = operation {} else { try finishWrites(&batch) }
         switch operation {
         case let .create(arguments), let .mkdir(arguments), let .mknod(arguments):
             var parent = try liveDirectory(arguments.parent, in: transaction)
@@ -406,13 +427,19 @@ public final class Digester<NVM: PersistentMemory>: @unchecked Sendable {
             try rename(arguments, batch: &batch)
 
         case let .write(arguments):
-            var inode = try regularFile(arguments.inode, in: transaction)
+            if batch.writing?.inode.number != arguments.inode {
+                try finishWrites(&batch)
+                let inode = try regularFile(arguments.inode, in: transaction)
+                batch.writing = (inode, try ExtentMap<NVM>(inode: inode, transaction: transaction, nvmData: allocator.device, seed: seed))
+            }
+            var (inode, map) = batch.writing!
+            batch.writing = nil
             let bytes = arguments.inline.isEmpty ? data : arguments.inline
-            try writeData(bytes, at: arguments.offset, into: &inode, batch: &batch)
+            try writeData(bytes, at: arguments.offset, map: &map, batch: &batch)
             inode.size = max(inode.size, arguments.offset + UInt64(arguments.length))
             inode.mtime = arguments.time
             inode.ctime = arguments.time
-            try inodes.write(inode, in: transaction)
+            batch.writing = (inode, map)
 
         case let .truncate(arguments):
             var inode = try regularFile(arguments.inode, in: transaction)
@@ -721,9 +748,8 @@ public final class Digester<NVM: PersistentMemory>: @unchecked Sendable {
     /// Writes file data block by block: into blocks the file maps (in place), or into new
     /// NVM blocks mapped by the transaction. Either way the data is flushed now and fenced
     /// by the commit.
-    private func writeData(_ bytes: [UInt8], at offset: UInt64, into inode: inout Inode, batch: inout Batch) throws {
+    private func writeData(_ bytes: [UInt8], at offset: UInt64, map: inout ExtentMap<NVM>, batch: inout Batch) throws {
         guard !bytes.isEmpty else { return }
-        var map = try ExtentMap<NVM>(inode: inode, transaction: batch.transaction, nvmData: allocator.device, seed: seed)
         let first = offset / Self.blockBytes
         let last = (offset + UInt64(bytes.count) - 1) / Self.blockBytes
         // Blocks the write needs that the file has no NVM block for: holes, data on other
@@ -747,12 +773,15 @@ public final class Digester<NVM: PersistentMemory>: @unchecked Sendable {
                     .filter { $0.tier == .nvm }.map(\.blocks)
                 // A new block: whatever this write does not cover reads as zeros.
                 nvm.fill(0, at: Int(allocator.nvmOffset(ofBlock: block)), count: Format.blockBytes)
+                nvm.flush(offset: Int(allocator.nvmOffset(ofBlock: block)), count: Format.blockBytes)
             }
         }
         for logical in unwritten {
             // Until the commit the block still reads as zeros (unwritten), whatever it holds.
             let extent = map.lookup(logical)!
-            nvm.fill(0, at: Int(allocator.nvmOffset(ofBlock: extent.physicalBlock + (logical - extent.logicalBlock))), count: Format.blockBytes)
+            let offset = Int(allocator.nvmOffset(ofBlock: extent.physicalBlock + (logical - extent.logicalBlock)))
+            nvm.fill(0, at: offset, count: Format.blockBytes)
+            nvm.flush(offset: offset, count: Format.blockBytes)
             map.setUnwritten(logical ..< logical + 1, false)
         }
         var done = 0
@@ -764,10 +793,9 @@ public final class Digester<NVM: PersistentMemory>: @unchecked Sendable {
             let extent = map.lookup(logical)!
             let blockOffset = Int(allocator.nvmOffset(ofBlock: extent.physicalBlock + (logical - extent.logicalBlock)))
             bytes[done ..< done + take].withUnsafeBytes { nvm.store($0, at: blockOffset + within) }
-            nvm.flush(offset: blockOffset, count: Format.blockBytes)
+            nvm.flush(offset: blockOffset + within, count: take)
             done += take
         }
-        try storeMap(&map, into: &inode, batch.transaction)
     }
 
     /// Zeroes bytes `within` of NVM data block `block` in place, flushed (fenced by the commit).
