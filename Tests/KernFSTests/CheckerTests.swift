@@ -101,7 +101,11 @@ struct CheckerTests {
         }
 
         func isUsed(_ block: UInt64) throws -> Bool {
-            let bitmap = try AllocatorBitmapBlock.decode(nvm.view(at: Int(nvmData.bitmapOffset), count: 4096), seed: seed,
+            try Self.isUsed(block, nvm: nvm, fixture: self)
+        }
+
+        static func isUsed(_ block: UInt64, nvm: NVM, fixture: Fixture) throws -> Bool {
+            let bitmap = try AllocatorBitmapBlock.decode(nvm.view(at: Int(fixture.nvmData.bitmapOffset), count: 4096), seed: fixture.seed,
                                                          expectedTier: .nvm, expectedFirstBlock: 0)
             return bitmap.isUsed(Int(block))
         }
@@ -468,5 +472,210 @@ struct CheckerTests {
             #expect(last.done == last.total && last.total > 0, "\(phase)")
         }
         #expect(seen.last { $0.phase == .inodes }?.total == UInt64(fixture.layout.inodesPerChunk))
+    }
+}
+
+/// `fsck --repair`: fixes what it claims, loses no file, is crash-safe, refuses what it must.
+struct CheckRepairTests {
+    typealias Fixture = CheckerTests.Fixture
+    typealias NVM = SimulatedPersistentMemory
+
+    /// A file with data whose entry is gone and whose link count is 0: what a process that
+    /// unlinked an open file and then died leaves behind (once orphan handling lands).
+    func leaveAnOrphan(_ fixture: Fixture) throws -> (inode: UInt64, block: UInt64) {
+        let gone = try fixture.world.create("gone.bin", in: fixture.root)
+        try fixture.world.write(gone, [UInt8](repeating: 7, count: 9000), at: 0)
+        try fixture.digestAll()
+        try fixture.editDirectory(fixture.root) { store, map in try store.remove(Array("gone.bin".utf8), from: &map) }
+        try fixture.rewrite(gone) { $0.linkCount = 0 }
+        return (gone, try fixture.block(of: gone))
+    }
+
+    /// Several things broken at once, all of them repairable.
+    func breakRepairably(_ fixture: Fixture) throws -> (leaked: UInt64, unmarked: UInt64) {
+        try fixture.rewrite(fixture.readme) { $0.linkCount = 5 }
+        try fixture.rewrite(fixture.docs) { $0.linkCount = 4; $0.parentHint = fixture.empty }
+        try fixture.rewrite(fixture.big) { $0.allocatedBlocks = 1 }
+        let leaked = fixture.nvmData.dataBlocks - 3
+        let unmarked = try fixture.block(of: fixture.big, logical: 4)
+        try fixture.editBitmap { $0.setUsed(Int(leaked), true); $0.setUsed(Int(unmarked), false) }
+        try fixture.insert("ghost", inode: 5000, type: 8, into: fixture.docs)
+        try fixture.insert("far", inode: fixture.layout.inodeCapacity + 9, type: 8, into: fixture.docs)
+        try fixture.insert("again", inode: fixture.empty, type: 4, into: fixture.docs)
+        try fixture.insert("loop", inode: fixture.root, type: 4, into: fixture.docs)
+        return (leaked, unmarked)
+    }
+
+    @Test func repairFixesWhatItClaimsAndKeepsEveryFile() throws {
+        let fixture = try Fixture(hashed: true)
+        let orphan = try leaveAnOrphan(fixture)
+        let tree = try fixture.world.tree()
+        let bigBytes = try fixture.world.file(fixture.big)
+        let (leaked, unmarked) = try breakRepairably(fixture)
+        // And a stated free count that disagrees with the bits, sealed.
+        let offset = Int(fixture.nvmData.bitmapOffset)
+        var bytes = fixture.nvm.load(at: offset, count: 4096)
+        bytes.withUnsafeMutableBytes { buffer in
+            buffer.storeBytes(of: buffer.loadUnaligned(fromByteOffset: 12, as: UInt32.self) &+ 1, toByteOffset: 12, as: UInt32.self)
+            StructureChecksum.seal(buffer, crcOffset: 4, seed: fixture.seed)
+        }
+        fixture.nvm.storePersist(bytes, at: offset)
+
+        let outcome = try fixture.repair()
+        let found = outcome.initial.problems
+        #expect(found.count == 12, "\(found.map(\.description).joined(separator: "\n"))")
+        #expect(found.allSatisfy { $0.isRepairable })
+        #expect(outcome.refusal == nil)
+        #expect(outcome.final.isClean, "\(outcome.final.problems)")
+        #expect(outcome.skipped.isEmpty, "\(outcome.skipped)")
+        // Every problem found has its repair; the orphan's blocks came free in round two.
+        for problem in found {
+            #expect(outcome.repairs.contains { $0.problem == problem }, "no repair for \(problem)")
+        }
+        #expect(outcome.repairs.contains { if case .blockLeaked(_, let blocks) = $0.problem { blocks.contains(orphan.block) } else { false } })
+        #expect(outcome.rounds == 2)
+        #expect(try fixture.check().problems.isEmpty)
+        // Nothing acknowledged was lost.
+        #expect(try fixture.world.tree() == tree)
+        #expect(try fixture.world.file(fixture.big) == bigBytes)
+        #expect(try !fixture.isUsed(leaked))
+        #expect(try fixture.isUsed(unmarked))
+        #expect(try !fixture.isUsed(orphan.block))
+        #expect(try fixture.inode(fixture.docs).linkCount == 2)
+        #expect(try fixture.inode(fixture.docs).parentHint == fixture.root)
+        #expect(try fixture.inode(fixture.readme).linkCount == 2)
+        #expect(try fixture.inode(fixture.big).allocatedBlocks == 6)
+        let allocator = try BlockAllocator(nvm: fixture.nvm, device: fixture.nvmData, volumeSeed: fixture.seed)
+        #expect(fixture.nvmData.dataBlocks - allocator.freeBlocks == outcome.final.counts.blocksOwned[.nvm])
+    }
+
+    @Test func repairSetsEntryTypesAndHashedCounts() throws {
+        let fixture = try Fixture(hashed: true)
+        try fixture.insert("typo", inode: fixture.readme, type: 4, into: fixture.root)
+        let offset = try fixture.directoryBlockOffset(fixture.many)
+        let root = try DirectoryBlock.decode(fixture.nvm.view(at: offset, count: 4096), seed: fixture.seed,
+                                             expectedDirectory: fixture.many, expectedLogicalBlock: 0)
+        guard case let .indexRoot(depth, _, buckets) = root.content else { Issue.record("not hashed"); return }
+        fixture.nvm.storePersist(DirectoryBlock(directory: fixture.many, logicalBlock: 0,
+                                                content: .indexRoot(globalDepth: depth, entryCount: 7, bucketCount: buckets)).encode(seed: fixture.seed),
+                                 at: offset)
+        let outcome = try fixture.repair()
+        #expect(outcome.initial.problems.count == 3, "\(outcome.initial.problems)")
+        #expect(outcome.final.isClean, "\(outcome.final.problems)")
+        let tree = try fixture.world.tree()
+        #expect(tree.contains { $0.hasPrefix("/typo mode=100644 links=3") }, "the entry is kept as the file it names")
+        #expect(tree.filter { $0.hasPrefix("/many/") }.count == 300)
+    }
+
+    @Test func aDamagedBitmapBlockIsRebuiltFromTheOwners() throws {
+        let fixture = try Fixture()
+        let owned = try #require(try fixture.check().counts.blocksOwned[.nvm])
+        fixture.flip(at: Int(fixture.nvmData.bitmapOffset) + 200)
+        let outcome = try fixture.repair()
+        #expect(outcome.final.isClean, "\(outcome.final.problems)")
+        #expect(outcome.repairs.map(\.done) == ["rebuilt from the owners of its blocks"])
+        let allocator = try BlockAllocator(nvm: fixture.nvm, device: fixture.nvmData, volumeSeed: fixture.seed)
+        #expect(fixture.nvmData.dataBlocks - allocator.freeBlocks == owned)
+    }
+
+    @Test func repairLeavesWhatItCannotFixAndSaysWhy() throws {
+        let fixture = try Fixture()
+        let orphan = try leaveAnOrphan(fixture)
+        fixture.flip(at: fixture.slotOffset(fixture.other) + 20)   // unreadable: its blocks are unknown
+        try fixture.rewrite(fixture.readme) { $0.linkCount = 1 }   // raised: always safe
+        try fixture.editBitmap { $0.setUsed(Int(fixture.nvmData.dataBlocks - 2), true) }
+        let outcome = try fixture.repair()
+        #expect(outcome.repairs.map(\.problem) == [.linkCountWrong(inode: fixture.readme, stored: 1, actual: 2)])
+        #expect(outcome.final.problems.count == 2, "\(outcome.final.problems)")
+        guard case .inodeDamaged(fixture.other, _) = outcome.final.problems.first else { Issue.record("\(outcome.final.problems)"); return }
+        #expect(outcome.final.problems.last == .orphan(inode: orphan.inode, linkCount: 0, isDirectory: false))
+        #expect(Set(outcome.skipped.map(\.reason)) == ["the inode's contents are unknown; fsck does not guess them",
+                                                       "not freed while some directory or inode is unreadable (it may be referenced there)"])
+        // Neither the orphan's blocks nor the unattributed one were freed.
+        #expect(try fixture.isUsed(orphan.block))
+        #expect(try fixture.isUsed(fixture.nvmData.dataBlocks - 2))
+        #expect(outcome.final.notices.contains(.unattributedBlocks(tier: .nvm, count: 2)))
+    }
+
+    @Test func anOrphanThatStillHasLinksIsKept() throws {
+        let fixture = try Fixture()
+        let orphan = try leaveAnOrphan(fixture)
+        try fixture.rewrite(orphan.inode) { $0.linkCount = 1 }
+        let outcome = try fixture.repair()
+        #expect(outcome.repairs.isEmpty)
+        #expect(outcome.final.problems == [.orphan(inode: orphan.inode, linkCount: 1, isDirectory: false)])
+        #expect(outcome.skipped.first?.reason.contains("lost+found") == true)
+        #expect(try fixture.world.file(orphan.inode) == [UInt8](repeating: 7, count: 9000))
+    }
+
+    @Test func repairRefusesWhileLogsHoldUndigestedRecords() throws {
+        let fixture = try Fixture()
+        try fixture.rewrite(fixture.readme) { $0.linkCount = 4 }
+        try fixture.world.create("pending", in: fixture.root)
+        let before = fixture.nvm.load(at: 0, count: fixture.nvm.byteCount)
+        let outcome = try fixture.repair()
+        #expect(outcome.refusal?.contains("shale digest") == true)
+        #expect(outcome.repairs.isEmpty)
+        #expect(outcome.final.problems == [.linkCountWrong(inode: fixture.readme, stored: 4, actual: 2)])
+        #expect(fixture.nvm.load(at: 0, count: fixture.nvm.byteCount) == before)
+        // Once digested, the same repair goes through.
+        try fixture.digestAll()
+        #expect(try fixture.repair().final.isClean)
+    }
+
+    @Test func aLargeRepairIsSplitIntoTransactionsThatFitTheJournal() throws {
+        let fixture = try Fixture(hashed: true)
+        let listing = try fixture.world.tree().filter { $0.hasPrefix("/many/") }
+        #expect(listing.count == 300)
+        let first = fixture.many + 1
+        for number in first ..< first + 300 { try fixture.rewrite(number) { $0.linkCount = 3 } }
+        let outcome = try fixture.repair(limit: 1024)
+        #expect(outcome.initial.problems.count == 300)
+        #expect(outcome.final.isClean)
+        #expect(outcome.transactions >= 10, "\(outcome.transactions)")
+    }
+
+    /// A crash at any point of a repair (lines kept, dropped or torn) leaves a volume whose
+    /// files are all intact, whose problems are among those found before (plus blocks a freed
+    /// orphan left), and which a second repair makes clean.
+    @Test func aCrashAnywhereInARepairLosesNothingAndRepairsAgain() throws {
+        let fixture = try Fixture()
+        let orphan = try leaveAnOrphan(fixture)
+        let tree = try fixture.world.tree()
+        _ = try breakRepairably(fixture)
+        let initial = try fixture.check().problems
+        let nvm = fixture.nvm
+        let before = nvm.trace.events.count
+        let outcome = try fixture.repair()
+        #expect(outcome.final.isClean)
+        let events = nvm.trace.events
+        let model = nvm.trace.replay(initialImage: nvm.initialImage, eventCount: before)
+        var generator = SplitMix64(seed: 11)
+        var checked = 0
+        for eventCount in before ... events.count {
+            if eventCount > before { model.apply(events[eventCount - 1]) }
+            let atFence = eventCount == before || events[eventCount - 1] == .fence
+            guard atFence || generator.next() % 16 == 0 else { continue }
+            let fates: [LineFate] = atFence ? [.drop, .keep, .tear(wordMask: UInt8(truncatingIfNeeded: generator.next()))] : [.keep]
+            for fate in fates {
+                let crashed = NVM(image: model.crashImage { _ in fate }, recordsTrace: false)
+                let volume = try Volume(nvm: crashed, nvmName: "crashed", lowerDevices: [], repair: true)
+                let report = Checker(volume: volume).check()
+                for problem in report.problems {
+                    let known = initial.contains(problem) || { if case .blockLeaked = problem { true } else { false } }()
+                    #expect(known, "crash at event \(eventCount) with \(fate): new problem \(problem)")
+                }
+                let again = try DigestTests.World(nvm: crashed, superblock: volume.superblock)
+                for file in [fixture.readme, fixture.big, fixture.other] {
+                    #expect(try again.file(file) == fixture.world.file(file), "crash at event \(eventCount) with \(fate)")
+                }
+                let second = try Checker(volume: volume).repair()
+                #expect(second.final.isClean, "crash at event \(eventCount) with \(fate): \(second.final.problems)")
+                #expect(try again.tree() == tree, "crash at event \(eventCount) with \(fate)")
+                #expect(try !CheckerTests.Fixture.isUsed(orphan.block, nvm: crashed, fixture: fixture))
+                checked += 1
+            }
+        }
+        #expect(checked > 40, "every fence of the repair, three fates each")
     }
 }
