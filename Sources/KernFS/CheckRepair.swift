@@ -55,6 +55,12 @@ public struct FsckOutcome: Sendable {
     public var transactions = 0
     /// The check after the repairs: what remains.
     public var final: CheckReport
+
+    /// A check without repairs: `final` is `initial`.
+    public init(checked report: CheckReport) {
+        initial = report
+        final = report
+    }
 }
 
 public enum RepairError: Error, CustomStringConvertible {
@@ -78,7 +84,7 @@ extension Checker {
     func repair(progress: ((CheckProgress) -> Void)?, transactionLimitBytes: Int?) throws(RepairError) -> FsckOutcome {
         var pass = CheckPass(volume: volume, progress: progress)
         let initial = pass.run()
-        var outcome = FsckOutcome(initial: initial, final: initial)
+        var outcome = FsckOutcome(checked: initial)
         guard initial.problems.contains(where: \.isRepairable) else {
             outcome.skipped = initial.problems.map { RepairSkip(problem: $0, reason: Repairer<NVM>.reason(for: $0)) }
             return outcome

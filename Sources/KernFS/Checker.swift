@@ -35,8 +35,9 @@
 //
 // Damage that hides information is tracked: `ownershipComplete` is false when some inode or
 // extent map could not be read (its blocks are unknown, so no block may be called leaked with
-// certainty), `namespaceComplete` is false when some directory could not be listed (its
-// entries are unknown). Repair takes both into account.
+// certainty), `namespaceComplete` is false when some directory or inode could not be read (an
+// unreadable inode may be a directory: entries are unknown, so a link count is only known to
+// be too low, never too high). Repair takes both into account.
 
 import ShaleFormat
 import ShaleMedia
@@ -354,8 +355,11 @@ public enum CheckNotice: Equatable, Sendable, CustomStringConvertible {
         case let .tornTail(region, offset, sequence):
             "log region \(region): record \(sequence) at offset \(offset) was torn by a crash (never acknowledged; dropped at digest)"
         case let .unattributedBlocks(tier, count):
-            "\(count) \(tier) block\(count == 1 ? "" : "s") marked used belong to no readable inode; "
-                + "with the damage above they may be its blocks, so they are not called leaked"
+            count == 1
+                ? "1 \(tier) block marked used is owned by no readable inode; an unreadable inode or extent map (above) may own it, "
+                    + "so it is not called leaked"
+                : "\(count) \(tier) blocks marked used are owned by no readable inode; an unreadable inode or extent map (above) "
+                    + "may own them, so they are not called leaked"
         }
     }
 }
@@ -508,6 +512,12 @@ final class CheckPass<NVM: PersistentMemory> {
 
     func problem(_ problem: CheckProblem) { report.problems.append(problem) }
 
+    /// A decoder's message without the structure's name when the problem already gives it.
+    static func detail(_ error: FormatError, of structure: String) -> String {
+        let text = error.description
+        return text.hasPrefix(structure + ": ") ? String(text.dropFirst(structure.count + 2)) : text
+    }
+
     // MARK: 1. Superblock and journal
 
     func checkSuperblockAndJournal() {
@@ -583,7 +593,7 @@ final class CheckPass<NVM: PersistentMemory> {
             guard offset % Self.blockBytes == 0, offset >= nvmData.dataOffset, offset <= dataEnd, chunkBytes <= dataEnd - offset else {
                 problem(.inodeMapEntryInvalid(chunk: chunk, offset: offset))
                 unknownChunks.insert(chunk)
-                report.ownershipComplete = false
+                inodesUnknown()
                 continue
             }
             allocated.append((chunk, offset))
@@ -609,7 +619,7 @@ final class CheckPass<NVM: PersistentMemory> {
                     if number == 0 {
                         problem(.inodeDamaged(inode: 0, detail: "inode number 0 is never used, but its slot holds an inode"))
                         facts.state[slot] = .damaged
-                        report.ownershipComplete = false
+                        inodesUnknown()
                         continue
                     }
                     facts.state[slot] = .used
@@ -617,15 +627,22 @@ final class CheckPass<NVM: PersistentMemory> {
                     facts.links[slot] = inode.linkCount
                     checkInode(inode)
                 case let .failure(error):
-                    problem(.inodeDamaged(inode: number, detail: "\(error)"))
+                    problem(.inodeDamaged(inode: number, detail: Self.detail(error, of: "inode \(number)")))
                     facts.state[slot] = .damaged
-                    report.ownershipComplete = false
+                    inodesUnknown()
                 }
             }
             chunks[chunk] = facts
             done += perChunk
             progress?(CheckProgress(phase: .inodes, done: done, total: total))
         }
+    }
+
+    /// Some inode cannot be read: it may own blocks, and, being perhaps a directory, name
+    /// other inodes.
+    func inodesUnknown() {
+        report.ownershipComplete = false
+        report.namespaceComplete = false
     }
 
     func checkInode(_ inode: Inode) {
@@ -719,7 +736,9 @@ final class CheckPass<NVM: PersistentMemory> {
             let listing = try store.list(map, after: 0, limit: 1 << 40)
             return (listing.entries, try store.count(map))
         } catch {
-            problem(.directoryDamaged(directory: directory, detail: "\(error)"))
+            let detail: String
+            if case let .damaged(reason) = error { detail = reason } else { detail = "\(error)" }
+            problem(.directoryDamaged(directory: directory, detail: detail))
             report.namespaceComplete = false
             return nil
         }

@@ -183,9 +183,28 @@ struct CheckerTests {
         guard case let .inodeDamaged(inode, detail) = report.problems.first else { Issue.record("\(report.problems)"); return }
         #expect(inode == fixture.readme)
         #expect(detail.contains("checksum mismatch"))
-        #expect(!report.ownershipComplete)
+        #expect(!report.ownershipComplete && !report.namespaceComplete)
         // Its block is marked used but unaccounted for: not called leaked.
         #expect(report.notices == [.unattributedBlocks(tier: .nvm, count: 1)])
+    }
+
+    /// An unreadable directory inode hides its entries: the file it names (also named
+    /// elsewhere) seems to have fewer links than it has, which must not be called wrong.
+    @Test func linkCountsAreNotCalledTooHighWhileADirectoryIsUnreadable() throws {
+        let fixture = try Fixture()
+        try fixture.editDirectory(fixture.root) { store, map in
+            try store.insert((name: Array("readme-too".utf8), inode: fixture.readme, type: 8), into: &map)
+        }
+        try fixture.rewrite(fixture.readme) { $0.linkCount = 3 }
+        #expect(try fixture.check().problems.isEmpty)
+        fixture.flip(at: fixture.slotOffset(fixture.docs) + 50)
+        let report = try fixture.check()
+        #expect(report.problems.count == 2, "\(report.problems)")
+        guard case .inodeDamaged(fixture.docs, _) = report.problems.first else { Issue.record("\(report.problems)"); return }
+        #expect(report.problems.last == .orphan(inode: fixture.big, linkCount: 1, isDirectory: false))
+        // Raised, it would be certain: 1 link is too few for the entry seen.
+        try fixture.rewrite(fixture.readme) { $0.linkCount = 0 }
+        #expect(try fixture.check().problems.contains(.linkCountWrong(inode: fixture.readme, stored: 0, actual: 1)))
     }
 
     @Test func aFlippedByteInADirectoryBlockIsThatDirectoryDamagedAndItsFilesOrphans() throws {
