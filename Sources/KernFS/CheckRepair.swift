@@ -16,7 +16,7 @@
 //      when every inode and extent map was read (otherwise an unreadable inode's blocks would
 //      look free);
 //   2. inodes: link counts (lowered only when every directory was read; raised always),
-//      allocatedBlocks, a directory's size, a directory's parentHint;
+//      allocatedBlocks, a directory's size, a short symlink's size, a directory's parentHint;
 //   3. orphans with link count 0 (open-but-unlinked files whose process is gone, and empty
 //      directories): the inode is freed; its blocks, leaked now, are freed by the next round;
 //   4. directory entries: entries naming a free inode or a number outside the table are
@@ -177,6 +177,7 @@ final class Repairer<NVM: PersistentMemory> {
         case .inodeDamaged: "the inode's contents are unknown; fsck does not guess them"
         case .extentMapDamaged: "the file's block map cannot be rebuilt"
         case .xattrBlockInvalid: "the extended-attribute pointer is left for the xattr code"
+        case .specialFileHasBlocks: "which of its blocks hold anything is unknown; they are left mapped"
         case .blockOwnedTwice: "one owner would lose the block; giving each its own copy is not implemented"
         case .rootInvalid, .directoryDamaged: "rebuilding a directory is not implemented"
         case let .orphan(_, linkCount, _):
@@ -281,7 +282,7 @@ final class Repairer<NVM: PersistentMemory> {
             let number: UInt64
             switch problem {
             case let .linkCountWrong(inode, _, _), let .allocatedBlocksWrong(inode, _, _), let .directorySizeWrong(inode, _, _),
-                 let .parentHintWrong(inode, _, _):
+                 let .symlinkSizeWrong(inode, _, _), let .parentHintWrong(inode, _, _):
                 number = inode
             default: continue
             }
@@ -302,7 +303,7 @@ final class Repairer<NVM: PersistentMemory> {
                 case let .allocatedBlocksWrong(_, stored, actual):
                     inode.allocatedBlocks = actual
                     done.append((problem, "allocatedBlocks \(stored) → \(actual)"))
-                case let .directorySizeWrong(_, stored, actual):
+                case let .directorySizeWrong(_, stored, actual), let .symlinkSizeWrong(_, stored, actual):
                     inode.size = actual
                     done.append((problem, "size \(stored) → \(actual)"))
                 case let .parentHintWrong(_, stored, parent):

@@ -112,6 +112,10 @@ public enum CheckProblem: Equatable, Sendable, CustomStringConvertible {
     case xattrBlockInvalid(inode: UInt64, block: UInt64)
     case allocatedBlocksWrong(inode: UInt64, stored: UInt64, actual: UInt64)
     case directorySizeWrong(inode: UInt64, stored: UInt64, actual: UInt64)
+    /// A symbolic link whose size is not the length of its inline target.
+    case symlinkSizeWrong(inode: UInt64, stored: UInt64, actual: UInt64)
+    /// A device node, FIFO or socket that maps blocks (it holds no data).
+    case specialFileHasBlocks(inode: UInt64, blocks: UInt64)
     // Blocks and bitmaps
     case blockOwnedTwice(tier: Tier, blocks: Range<UInt64>, first: BlockOwner, second: BlockOwner)
     /// Marked used in the bitmap, owned by nothing.
@@ -147,6 +151,8 @@ public enum CheckProblem: Equatable, Sendable, CustomStringConvertible {
         case .xattrBlockInvalid: "xattr-block-invalid"
         case .allocatedBlocksWrong: "allocated-blocks-wrong"
         case .directorySizeWrong: "directory-size-wrong"
+        case .symlinkSizeWrong: "symlink-size-wrong"
+        case .specialFileHasBlocks: "special-file-has-blocks"
         case .blockOwnedTwice: "block-owned-twice"
         case .blockLeaked: "block-leaked"
         case .blockFreeButOwned: "block-free-but-owned"
@@ -168,14 +174,14 @@ public enum CheckProblem: Equatable, Sendable, CustomStringConvertible {
     /// them leaves it certain that nothing is lost: see CheckRepair.swift).
     public var isRepairable: Bool {
         switch self {
-        case .superblockCopy, .allocatedBlocksWrong, .directorySizeWrong, .blockLeaked, .blockFreeButOwned,
+        case .superblockCopy, .allocatedBlocksWrong, .directorySizeWrong, .symlinkSizeWrong, .blockLeaked, .blockFreeButOwned,
              .bitmapDamaged, .bitmapFreeCountWrong, .danglingEntry, .entryTypeWrong, .directoryLinkedAgain,
              .parentHintWrong, .entryCountWrong, .linkCountWrong:
             true
         case let .orphan(_, linkCount, _):
             linkCount == 0
         case .journalDamaged, .logDescriptorDamaged, .logDamaged, .inodeMapEntryInvalid, .inodeDamaged,
-             .extentMapDamaged, .xattrBlockInvalid, .blockOwnedTwice, .rootInvalid, .directoryDamaged:
+             .extentMapDamaged, .xattrBlockInvalid, .specialFileHasBlocks, .blockOwnedTwice, .rootInvalid, .directoryDamaged:
             false
         }
     }
@@ -195,8 +201,10 @@ public enum CheckProblem: Equatable, Sendable, CustomStringConvertible {
         case let .inodeDamaged(inode, detail), let .extentMapDamaged(inode, detail), let .rootInvalid(inode, detail):
             [("inode", .number(inode)), ("detail", .text(detail))]
         case let .xattrBlockInvalid(inode, block): [("inode", .number(inode)), ("block", .number(block))]
-        case let .allocatedBlocksWrong(inode, stored, actual), let .directorySizeWrong(inode, stored, actual):
+        case let .allocatedBlocksWrong(inode, stored, actual), let .directorySizeWrong(inode, stored, actual),
+             let .symlinkSizeWrong(inode, stored, actual):
             [("inode", .number(inode)), ("stored", .number(stored)), ("actual", .number(actual))]
+        case let .specialFileHasBlocks(inode, blocks): [("inode", .number(inode)), ("blocks", .number(blocks))]
         case let .blockOwnedTwice(tier, blocks, first, second):
             [("tier", .text("\(tier)")), ("firstBlock", .number(blocks.lowerBound)), ("blockCount", .number(UInt64(blocks.count))),
              ("owner", .text(first.description)), ("otherOwner", .text(second.description))]
@@ -255,6 +263,10 @@ public enum CheckProblem: Equatable, Sendable, CustomStringConvertible {
             return "inode \(inode): allocatedBlocks is \(stored), its maps hold \(actual)"
         case let .directorySizeWrong(inode, stored, actual):
             return "directory \(inode): size is \(stored), its blocks make \(actual)"
+        case let .symlinkSizeWrong(inode, stored, actual):
+            return "symbolic link \(inode): size is \(stored), its target is \(actual) bytes"
+        case let .specialFileHasBlocks(inode, blocks):
+            return "inode \(inode): a device node, FIFO or socket maps \(blocks) block\(blocks == 1 ? "" : "s")"
         case let .blockOwnedTwice(tier, blocks, first, second):
             return "\(Self.blocks(tier, blocks)) owned twice: by \(first) and by \(second)"
         case let .blockLeaked(tier, blocks):
@@ -337,6 +349,9 @@ public enum CheckNotice: Equatable, Sendable, CustomStringConvertible {
     case undigested(region: Int, records: UInt64, bytes: UInt64)
     /// A log ends in a record a crash tore: it was never acknowledged and is dropped.
     case tornTail(region: Int, offset: UInt64, sequence: UInt64)
+    /// An unreachable inode with link count 0 on a volume in use: an open file a live process
+    /// unlinked (the process releases it on close).
+    case openUnlinked(inode: UInt64)
     /// Blocks marked used that no readable inode owns, while some inode or extent map could
     /// not be read: they may be its blocks, so they are not called leaked.
     case unattributedBlocks(tier: Tier, count: UInt64)
@@ -354,6 +369,8 @@ public enum CheckNotice: Equatable, Sendable, CustomStringConvertible {
             "log region \(region): \(records) record\(records == 1 ? "" : "s") (\(bytes) bytes) not yet digested; `shale digest` applies them"
         case let .tornTail(region, offset, sequence):
             "log region \(region): record \(sequence) at offset \(offset) was torn by a crash (never acknowledged; dropped at digest)"
+        case let .openUnlinked(inode):
+            "inode \(inode) has no links and no name: a file a live process unlinked while it was open"
         case let .unattributedBlocks(tier, count):
             count == 1
                 ? "1 \(tier) block marked used is owned by no readable inode; an unreadable inode or extent map (above) may own it, "
@@ -410,14 +427,18 @@ public struct CheckProgress: Equatable, Sendable {
 
 public struct Checker<NVM: PersistentMemory> {
     public let volume: Volume<NVM>
+    /// The volume is in use (a mount, another shale): an unreachable inode with link count 0
+    /// may be a file a live process unlinked while it was open, and is noted, not a problem.
+    public let live: Bool
 
-    public init(volume: Volume<NVM>) {
+    public init(volume: Volume<NVM>, live: Bool = false) {
         self.volume = volume
+        self.live = live
     }
 
     /// Checks the whole volume. Never writes; never traps on damage.
     public func check(progress: ((CheckProgress) -> Void)? = nil) -> CheckReport {
-        CheckPass(volume: volume, progress: progress).run()
+        CheckPass(volume: volume, live: live, progress: progress).run()
     }
 
     /// The NVM data-area blocks holding `inode`'s extended attributes. For now a nonzero
@@ -474,6 +495,7 @@ final class CheckPass<NVM: PersistentMemory> {
     let tiers: [DeviceDescriptor]
     let transaction: MetadataTransaction<NVM>
     let progress: ((CheckProgress) -> Void)?
+    let live: Bool
     var report = CheckReport()
 
     var chunks: [UInt64: ChunkFacts] = [:]
@@ -489,8 +511,9 @@ final class CheckPass<NVM: PersistentMemory> {
     var perChunk: UInt64 { UInt64(layout.inodesPerChunk) }
     static var blockBytes: UInt64 { UInt64(Format.blockBytes) }
 
-    init(volume: Volume<NVM>, progress: ((CheckProgress) -> Void)?) {
+    init(volume: Volume<NVM>, live: Bool = false, progress: ((CheckProgress) -> Void)?) {
         self.volume = volume
+        self.live = live
         superblock = volume.superblock
         layout = superblock.layout
         seed = superblock.volumeID.checksumSeed
@@ -664,11 +687,17 @@ final class CheckPass<NVM: PersistentMemory> {
             addRun(.nvm, start: block, count: 1, owner: .xattr(inode: inode.number))
             held += 1
         }
-        if case .inline = inode.mapping {
+        let special = type != Inode.typeRegular && type != Inode.typeDirectory && type != Inode.typeSymlink
+        if case let .inline(bytes) = inode.mapping {
             if type == Inode.typeDirectory {
                 problem(.extentMapDamaged(inode: inode.number, detail: "a directory keeps inline data"))
                 report.ownershipComplete = false
                 return
+            }
+            // A short symlink's target is its inline data, and its size is the target's length.
+            // (Extents past the end of a regular file are legitimate: fallocate KEEP_SIZE.)
+            if type == Inode.typeSymlink && inode.size != UInt64(bytes.count) {
+                problem(.symlinkSizeWrong(inode: inode.number, stored: inode.size, actual: UInt64(bytes.count)))
             }
         } else {
             let map: ExtentMap<NVM>
@@ -687,6 +716,9 @@ final class CheckPass<NVM: PersistentMemory> {
                 addRun(.nvm, start: node, count: 1, owner: .extentTreeNode(inode: inode.number))
             }
             held += map.blockCount
+            if special && map.blockCount > 0 {
+                problem(.specialFileHasBlocks(inode: inode.number, blocks: map.blockCount))
+            }
             if type == Inode.typeDirectory {
                 let size = map.extents.reduce(UInt64(0)) { $0 + UInt64($1.blockCount) } * Self.blockBytes
                 if inode.size != size { problem(.directorySizeWrong(inode: inode.number, stored: inode.size, actual: size)) }
@@ -836,7 +868,11 @@ final class CheckPass<NVM: PersistentMemory> {
                 let number = chunk * perChunk + UInt64(index)
                 let isDirectory = facts.mode[index] & Inode.typeMask == Inode.typeDirectory
                 if facts.reach[index] == .orphanTop {
-                    problem(.orphan(inode: number, linkCount: facts.links[index], isDirectory: isDirectory))
+                    if live && facts.links[index] == 0 {
+                        report.notices.append(.openUnlinked(inode: number))
+                    } else {
+                        problem(.orphan(inode: number, linkCount: facts.links[index], isDirectory: isDirectory))
+                    }
                     continue
                 }
                 if isDirectory, let directory = directories[number], let parent = directory.parent, directory.parentHint != parent {

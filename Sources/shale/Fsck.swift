@@ -82,7 +82,7 @@ struct Fsck: ParsableCommand {
             throw ExitCode(2)
         }
         let reporter = ProgressReporter(enabled: !quiet, forced: progress)
-        let checker = Checker(volume: opened.volume)
+        let checker = Checker(volume: opened.volume, live: opened.inUseElsewhere)
         var outcome: FsckOutcome
         var refusal: String?
         if repair && opened.inUseElsewhere {

@@ -430,6 +430,49 @@ struct CheckerTests {
                                     .orphan(inode: lostDirectory, linkCount: 2, isDirectory: true)])
     }
 
+    /// Writes a new inode straight into the table (committed), and names it in the root.
+    func place(_ fixture: Fixture, mode: UInt32, size: UInt64, mapping: (BlockAllocator<NVM>, MetadataTransaction<NVM>) throws -> Inode.Mapping,
+               allocatedBlocks: UInt64 = 0, name: String?, type: UInt8) throws -> UInt64 {
+        let transaction = MetadataTransaction(journal: fixture.world.digester.journal)
+        let allocator = try BlockAllocator(nvm: fixture.nvm, device: fixture.nvmData, volumeSeed: fixture.seed)
+        let inodes = try InodeTable(nvm: fixture.nvm, superblock: fixture.world.superblock, nvmAllocator: allocator)
+        let number = try inodes.allocate(in: transaction)[0]
+        try inodes.write(Inode(number: number, mode: mode, linkCount: name == nil ? 0 : 1, size: size, allocatedBlocks: allocatedBlocks,
+                               time: Timestamp(seconds: 9), parentHint: fixture.root, mapping: try mapping(allocator, transaction)),
+                         in: transaction)
+        try transaction.commit()
+        if let name { try fixture.insert(name, inode: number, type: type, into: fixture.root) }
+        return number
+    }
+
+    @Test func aShortSymlinksSizeIsItsTargetsLength() throws {
+        let fixture = try Fixture()
+        let link = try place(fixture, mode: 0o120777, size: 99, mapping: { _, _ in .inline(Array("docs/x".utf8)) }, name: "link", type: 10)
+        let report = try fixture.check()
+        #expect(report.problems == [.symlinkSizeWrong(inode: link, stored: 99, actual: 6)])
+        #expect(report.counts.otherFiles == 1)
+        #expect(try fixture.repair().final.isClean)
+        #expect(try fixture.inode(link).size == 6)
+    }
+
+    @Test func aFIFOThatMapsBlocksIsReported() throws {
+        let fixture = try Fixture()
+        let fifo = try place(fixture, mode: 0o010644, size: 0, mapping: { allocator, transaction in
+            let block = try allocator.allocate(1, in: transaction)[0].lowerBound
+            return .extents([Extent(logicalBlock: 0, physicalBlock: block, blockCount: 1, tier: .nvm)])
+        }, allocatedBlocks: 1, name: "fifo", type: 1)
+        #expect(try fixture.check().problems == [.specialFileHasBlocks(inode: fifo, blocks: 1)])
+    }
+
+    @Test func onALiveVolumeAnUnlinkedOpenFileIsANote() throws {
+        let fixture = try Fixture()
+        let open = try place(fixture, mode: 0o100644, size: 0, mapping: { _, _ in .extents([]) }, name: nil, type: 8)
+        #expect(try fixture.check().problems == [.orphan(inode: open, linkCount: 0, isDirectory: false)])
+        let live = Checker(volume: try fixture.volume(), live: true).check()
+        #expect(live.problems.isEmpty)
+        #expect(live.notices == [.openUnlinked(inode: open)])
+    }
+
     @Test func anInvalidInodeMapEntryIsReported() throws {
         let fixture = try Fixture()
         fixture.nvm.storeWord(3, at: Int(fixture.layout.inodeMapOffset + 8))
