@@ -35,9 +35,10 @@
 //
 // Damage that hides information is tracked: `ownershipComplete` is false when some inode or
 // extent map could not be read (its blocks are unknown, so no block may be called leaked with
-// certainty), `namespaceComplete` is false when some directory or inode could not be read (an
-// unreadable inode may be a directory: entries are unknown, so a link count is only known to
-// be too low, never too high). Repair takes both into account.
+// certainty), `namespaceComplete` is false when some directory could not be listed, or an
+// inode that may be a directory could not be read (its entries are unknown, so a link count is
+// only known to be too low, never too high; a damaged inode an entry names as a file, say, is
+// taken for one). Repair takes both into account.
 
 import ShaleFormat
 import ShaleMedia
@@ -502,6 +503,10 @@ final class CheckPass<NVM: PersistentMemory> {
     /// Chunks whose map entry is invalid: their inodes are unknown, neither free nor used.
     var unknownChunks: Set<UInt64> = []
     var directories: [UInt64: DirectoryFacts] = [:]
+    /// Inodes that do not decode, and those of them an entry names with a type other than a
+    /// directory's: evidence that they name no other inodes.
+    var damagedInodes: Set<UInt64> = []
+    var damagedNotDirectories: Set<UInt64> = []
     var runs: [Tier: [OwnedRun]] = [:]
     /// Per tier, the owned blocks as sorted disjoint ranges (after `checkBlocks`).
     var unions: [Tier: [Range<UInt64>]] = [:]
@@ -642,7 +647,7 @@ final class CheckPass<NVM: PersistentMemory> {
                     if number == 0 {
                         problem(.inodeDamaged(inode: 0, detail: "inode number 0 is never used, but its slot holds an inode"))
                         facts.state[slot] = .damaged
-                        inodesUnknown()
+                        report.ownershipComplete = false
                         continue
                     }
                     facts.state[slot] = .used
@@ -652,7 +657,8 @@ final class CheckPass<NVM: PersistentMemory> {
                 case let .failure(error):
                     problem(.inodeDamaged(inode: number, detail: Self.detail(error, of: "inode \(number)")))
                     facts.state[slot] = .damaged
-                    inodesUnknown()
+                    damagedInodes.insert(number)
+                    report.ownershipComplete = false
                 }
             }
             chunks[chunk] = facts
@@ -661,8 +667,8 @@ final class CheckPass<NVM: PersistentMemory> {
         }
     }
 
-    /// Some inode cannot be read: it may own blocks, and, being perhaps a directory, name
-    /// other inodes.
+    /// A chunk of inodes cannot be read: they may own blocks, and, being perhaps
+    /// directories, name other inodes.
     func inodesUnknown() {
         report.ownershipComplete = false
         report.namespaceComplete = false
@@ -815,8 +821,12 @@ final class CheckPass<NVM: PersistentMemory> {
                         problem(.danglingEntry(directory: directory, name: entry.name, inode: entry.inode, reason: .outsideTable))
                     case .free:
                         problem(.danglingEntry(directory: directory, name: entry.name, inode: entry.inode, reason: .free))
-                    case .unknown, .damaged:
-                        // Already reported; what the entry should be is unknown.
+                    case .damaged:
+                        // Already reported. The entry's type says whether it may be a directory.
+                        if entry.type != 0 && entry.type != Digester<NVM>.directoryType(Inode.typeDirectory) {
+                            damagedNotDirectories.insert(entry.inode)
+                        }
+                    case .unknown:
                         break
                     case let .used(chunk, index, mode):
                         let type = Digester<NVM>.directoryType(mode)
@@ -860,6 +870,9 @@ final class CheckPass<NVM: PersistentMemory> {
                 if facts.reach[index] == .none { chunks[chunk]!.reach[index] = .orphanTop }
             }
         }
+
+        // A damaged inode that may be a directory hides entries: references may be missing.
+        if !damagedInodes.isSubset(of: damagedNotDirectories) { report.namespaceComplete = false }
 
         // Parent hints, link counts, orphans, in inode order.
         for chunk in chunks.keys.sorted() {

@@ -183,7 +183,8 @@ struct CheckerTests {
         guard case let .inodeDamaged(inode, detail) = report.problems.first else { Issue.record("\(report.problems)"); return }
         #expect(inode == fixture.readme)
         #expect(detail.contains("checksum mismatch"))
-        #expect(!report.ownershipComplete && !report.namespaceComplete)
+        #expect(!report.ownershipComplete)
+        #expect(report.namespaceComplete, "its entries call it a regular file: it names nothing")
         // Its block is marked used but unaccounted for: not called leaked.
         #expect(report.notices == [.unattributedBlocks(tier: .nvm, count: 1)])
     }
@@ -205,6 +206,18 @@ struct CheckerTests {
         // Raised, it would be certain: 1 link is too few for the entry seen.
         try fixture.rewrite(fixture.readme) { $0.linkCount = 0 }
         #expect(try fixture.check().problems.contains(.linkCountWrong(inode: fixture.readme, stored: 0, actual: 1)))
+    }
+
+    /// A damaged inode its entries call a regular file names nothing: link counts elsewhere
+    /// are still exact, too high included.
+    @Test func aDamagedFileLeavesLinkCountsExact() throws {
+        let fixture = try Fixture()
+        fixture.flip(at: fixture.slotOffset(fixture.big) + 50)
+        try fixture.rewrite(fixture.other) { $0.linkCount = 4 }
+        let report = try fixture.check()
+        #expect(report.problems.count == 2, "\(report.problems)")
+        #expect(report.problems.last == .linkCountWrong(inode: fixture.other, stored: 4, actual: 1))
+        #expect(report.namespaceComplete)
     }
 
     @Test func aFlippedByteInADirectoryBlockIsThatDirectoryDamagedAndItsFilesOrphans() throws {
