@@ -89,6 +89,12 @@ extension Checker {
             outcome.skipped = initial.problems.map { RepairSkip(problem: $0, reason: Repairer<NVM>.reason(for: $0)) }
             return outcome
         }
+        // A journal transaction still to apply would be overwritten by the first repair's:
+        // repair needs the volume opened for writing, which applies it.
+        if initial.notices.contains(where: { if case .journalPending = $0 { true } else { false } }) {
+            outcome.refusal = "the volume was opened read-only and its journal holds a transaction to apply; open it for writing"
+            return outcome
+        }
         if initial.undigestedRecords > 0 {
             outcome.refusal = "the logs hold \(initial.undigestedRecords) undigested record(s), which may name inodes and blocks "
                 + "repair would change; run `shale digest` first, then fsck --repair again"

@@ -524,6 +524,10 @@ struct CheckerTests {
         #expect(readOnly.notices == [.journalPending(sequence: sequence, writes: 1)])
         #expect(readOnly.problems == [.linkCountWrong(inode: fixture.readme, stored: 7, actual: 2)])
         #expect(try fixture.inode(fixture.readme).linkCount == 2, "nothing written")
+        // Repairing through a read-only open would overwrite the transaction: refused.
+        let refused = try Checker(volume: try fixture.volume()).repair()
+        #expect(refused.refusal?.contains("opened read-only") == true)
+        #expect(try fixture.inode(fixture.readme).linkCount == 2, "nothing written")
         let opened = Checker(volume: try fixture.volume(repair: true)).check()
         #expect(opened.notices == [.journalReplayed(sequence: sequence, writes: 1)])
         #expect(opened.problems == readOnly.problems)
