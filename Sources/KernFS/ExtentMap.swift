@@ -109,6 +109,9 @@ public struct ExtentMap<NVM: PersistentMemory> {
         }
     }
 
+    /// NVM data-area blocks of the extent tree's nodes, as loaded or last stored (fsck).
+    public var nodeBlocks: [UInt64] { treeBlocks }
+
     /// Blocks the file holds, data and extent-tree nodes (st_blocks / 8), as last stored or loaded.
     public var blockCount: UInt64 {
         extents.reduce(UInt64(0)) { $0 + UInt64($1.blockCount) } + UInt64(treeBlocks.count)
