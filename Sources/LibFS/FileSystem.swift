@@ -61,7 +61,7 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
     public var credentials: Credentials
     let monitor = Monitor()
     let log: OperationLog<NVM>
-    let grant: LogGrant
+    public let grant: LogGrant
     var pending = PendingState()
     private var files: [Int32: OpenFile] = [:]
     private var openCounts: [UInt64: Int] = [:]
@@ -244,6 +244,9 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
     public func digest() throws(Errno) {
         try locked { () throws(Errno) in try digestToEnd() }
     }
+
+    /// Region offset where the next record goes (tests aim damage with it).
+    public var logHeadForTesting: UInt64 { monitor.withLock { log.head } }
 
     /// Bytes of the log in use (undigested records).
     public var logUsedBytes: UInt64 { monitor.withLock { log.usedBytes } }
