@@ -182,8 +182,12 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
 
     private func runDigester() {
         monitor.lock()
+        // Batches in a row that moved nothing while records were waiting. One can happen when
+        // the scan meets a record still being appended; many mean the log cannot be digested
+        // (damage in a live log), and writers must get an error rather than wait forever.
+        var stalls = 0
         while !stopping {
-            guard digestRequested || log.usedBytes >= digestThresholdBytes else {
+            guard digestFailure == nil, digestRequested || log.usedBytes >= digestThresholdBytes else {
                 monitor.wait()
                 continue
             }
@@ -198,8 +202,21 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
             monitor.lock()
             switch result {
             case let .success(cursor):
+                let before = log.tailSequence
                 absorb(cursor)
-                if !cursor.reachedEnd || log.usedBytes >= digestLowWaterBytes && cursor.sequence < log.nextSequence {
+                if log.tailSequence == before, log.tailSequence < log.nextSequence {
+                    stalls += 1
+                    if stalls > 200 {
+                        digestFailure = .ioError
+                        report("the log cannot be digested past record \(before); calls that need log space fail with EIO")
+                    } else {
+                        monitor.wait(milliseconds: 1)
+                    }
+                } else {
+                    stalls = 0
+                }
+                if digestFailure == nil,
+                   !cursor.reachedEnd || log.usedBytes >= digestLowWaterBytes && cursor.sequence < log.nextSequence {
                     digestRequested = true
                 }
             case let .failure(error):
@@ -210,6 +227,11 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
         digesterRunning = false
         monitor.broadcast()
         monitor.unlock()
+    }
+
+    private func report(_ message: String) {
+        var line = "shale: " + message + "\n"
+        line.withUTF8 { _ = Glibc.write(2, $0.baseAddress, $0.count) }
     }
 
     /// The kernel durably applied every record before `cursor`: drop what the pending state
