@@ -1,8 +1,9 @@
 // Directory operations over the shared area — KernFS (layer 4), on top of the on-media
 // directory of docs/format.md "Directories" (ShaleFormat's DirectoryBlock and DirectoryEntry).
 //
-// Offers: `DirectoryStore` — lookup, insert, remove, list (readdir with resumable cookies) and
-// count of the entries of one directory, and `initialize` (mkdir's first block).
+// Offers: `DirectoryStore` — lookup, insert, remove, replace (re-point a name in place, for
+// rename), list (readdir with resumable cookies) and count of the entries of one directory, and
+// `initialize` (mkdir's first block).
 // Needs: a `MetadataTransaction` (every block is read and written through it, so an operation
 // reads its own writes and nothing reaches NVM before the caller commits), the volume's
 // checksum seed and directory hash key (superblock), and a `DirectoryBlockMap` saying where
@@ -225,6 +226,37 @@ public struct DirectoryStore<NVM: PersistentMemory> {
                 root.entryCount -= 1
                 write(root)
                 return removed
+            }
+            throw .notFound
+        }
+    }
+
+    /// Points the entry named `name` at another inode of another type (rename over an
+    /// existing name, rename's exchange) and returns the entry as it was; `notFound` if there
+    /// is none. The name, so its hash and listing position, stays: one block is rewritten and
+    /// nothing is allocated, so this cannot run out of space.
+    @discardableResult
+    public func replace(_ name: [UInt8], inode: UInt64, type: UInt8, in map: some DirectoryBlockMap) throws(DirectoryError) -> DirectoryEntry {
+        try check(name)
+        precondition(inode != 0, "inode 0 is never a directory entry's")
+        let hash = DirectoryEntry.hash(fullHash: fullHash(name))
+        switch try readTop(map) {
+        case var .small(leaf):
+            guard let index = leaf.entries.firstIndex(where: { $0.hash == hash && $0.name == name }) else { throw .notFound }
+            let old = leaf.entries[index]
+            leaf.entries[index].inode = inode
+            leaf.entries[index].type = type
+            write(leaf)
+            return old
+        case let .hashed(root):
+            var chain = try readBucket(pointerIndex(hash, root), root: root, map)
+            for link in chain.indices {
+                guard let index = chain[link].entries.firstIndex(where: { $0.hash == hash && $0.name == name }) else { continue }
+                let old = chain[link].entries[index]
+                chain[link].entries[index].inode = inode
+                chain[link].entries[index].type = type
+                write(chain[link])
+                return old
             }
             throw .notFound
         }

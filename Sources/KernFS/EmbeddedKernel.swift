@@ -85,6 +85,8 @@ public final class EmbeddedKernel<NVM: PersistentMemory>: FileSystemKernel, @unc
         for result in recovered {
             for refusal in result.refused { refusals.append((result.region, refusal.sequence, refusal.reason)) }
         }
+        // Called by the digester with the kernel lock held, like every use of `openCounts`.
+        digester.isOpen = { [unowned self] number in openCounts[number] != nil }
     }
 
     static func report(_ message: String) {
@@ -314,10 +316,6 @@ public final class EmbeddedKernel<NVM: PersistentMemory>: FileSystemKernel, @unc
     }
 
     // MARK: - Open files and orphans
-
-    /// Whether an inode is open (the digester keeps such an inode as an orphan when its last
-    /// name goes). Called by the digester with the kernel lock held.
-    func isOpen(_ number: UInt64) -> Bool { openCounts[number] != nil }
 
     public func setOpen(_ number: UInt64, _ open: Bool) {
         lock.run {

@@ -109,6 +109,9 @@ public struct ExtentMap<NVM: PersistentMemory> {
         }
     }
 
+    /// NVM data-area blocks of the extent tree's nodes, as loaded or last stored (fsck).
+    public var nodeBlocks: [UInt64] { treeBlocks }
+
     /// Blocks the file holds, data and extent-tree nodes (st_blocks / 8), as last stored or loaded.
     public var blockCount: UInt64 {
         extents.reduce(UInt64(0)) { $0 + UInt64($1.blockCount) } + UInt64(treeBlocks.count)
@@ -123,6 +126,86 @@ public struct ExtentMap<NVM: PersistentMemory> {
         }
         guard low < extents.count, extents[low].logicalBlock <= logical else { return nil }
         return extents[low]
+    }
+
+    /// The parts of `range` (logical blocks) that no extent maps, in order.
+    public func holes(in range: Range<UInt64>) -> [Range<UInt64>] {
+        var holes: [Range<UInt64>] = []
+        var low = 0, high = extents.count
+        while low < high {
+            let middle = (low + high) / 2
+            if extents[middle].logicalEnd <= range.lowerBound { low = middle + 1 } else { high = middle }
+        }
+        var position = range.lowerBound
+        var index = low
+        while position < range.upperBound {
+            guard index < extents.count, extents[index].logicalBlock < range.upperBound else {
+                holes.append(position ..< range.upperBound)
+                break
+            }
+            if extents[index].logicalBlock > position { holes.append(position ..< extents[index].logicalBlock) }
+            position = max(position, extents[index].logicalEnd)
+            index += 1
+        }
+        return holes
+    }
+
+    /// The extents that map any block of `range`, whole.
+    public func extents(overlapping range: Range<UInt64>) -> [Extent] {
+        extents.filter { $0.logicalBlock < range.upperBound && $0.logicalEnd > range.lowerBound }
+    }
+
+    /// Marks the NVM blocks of `range` unwritten (they read as zeros: fallocate, zero range)
+    /// or written again (a write filled them), splitting extents at the range's edges and
+    /// merging neighbours that become alike. Holes, other tiers and compressed extents are
+    /// left as they are; no block changes hands.
+    public mutating func setUnwritten(_ range: Range<UInt64>, _ unwritten: Bool) {
+        guard !range.isEmpty else { return }
+        var result: [Extent] = []
+        result.reserveCapacity(extents.count + 2)
+        for extent in extents {
+            guard extent.tier == .nvm, !extent.flags.contains(.compressed),
+                  extent.logicalBlock < range.upperBound, extent.logicalEnd > range.lowerBound,
+                  extent.flags.contains(.unwritten) != unwritten else {
+                result.append(extent)
+                continue
+            }
+            let start = extent.logicalBlock, end = extent.logicalEnd
+            let cutStart = max(start, range.lowerBound), cutEnd = min(end, range.upperBound)
+            func part(_ from: UInt64, _ to: UInt64, changed: Bool) -> Extent {
+                var piece = extent
+                piece.logicalBlock = from
+                piece.physicalBlock = extent.physicalBlock + (from - start)
+                piece.blockCount = UInt32(to - from)
+                piece.flags.remove(.checksummed)
+                piece.checksum = 0
+                if changed {
+                    if unwritten { piece.flags.insert(.unwritten) } else { piece.flags.remove(.unwritten) }
+                }
+                return piece
+            }
+            if start < cutStart { result.append(part(start, cutStart, changed: false)) }
+            result.append(part(cutStart, cutEnd, changed: true))
+            if cutEnd < end { result.append(part(cutEnd, end, changed: false)) }
+        }
+        var merged: [Extent] = []
+        merged.reserveCapacity(result.count)
+        for extent in result {
+            if let last = merged.last, Self.merges(last, extent) {
+                merged[merged.count - 1].blockCount += extent.blockCount
+            } else {
+                merged.append(extent)
+            }
+        }
+        extents = merged
+    }
+
+    /// Whether `b` continues `a` (logically and physically, same tier and flags) so that the
+    /// two may be one extent.
+    private static func merges(_ a: Extent, _ b: Extent) -> Bool {
+        a.tier == b.tier && a.flags == b.flags && a.flags.isDisjoint(with: [.compressed, .checksummed])
+            && a.logicalEnd == b.logicalBlock && a.physicalBlock + UInt64(a.blockCount) == b.physicalBlock
+            && UInt64(a.blockCount) + UInt64(b.blockCount) <= UInt64(UInt32.max)
     }
 
     /// Removes `range` (logical blocks) from the map; returns the physical blocks no longer
@@ -172,16 +255,11 @@ public struct ExtentMap<NVM: PersistentMemory> {
         while index < extents.count, extents[index].logicalBlock < extent.logicalBlock { index += 1 }
         extents.insert(extent, at: index)
         // Merge with the following, then the preceding extent.
-        func merges(_ a: Extent, _ b: Extent) -> Bool {
-            a.tier == b.tier && a.flags == b.flags && a.flags.isDisjoint(with: [.compressed, .checksummed])
-                && a.logicalEnd == b.logicalBlock && a.physicalBlock + UInt64(a.blockCount) == b.physicalBlock
-                && UInt64(a.blockCount) + UInt64(b.blockCount) <= UInt64(UInt32.max)
-        }
-        if index + 1 < extents.count, merges(extents[index], extents[index + 1]) {
+        if index + 1 < extents.count, Self.merges(extents[index], extents[index + 1]) {
             extents[index].blockCount += extents[index + 1].blockCount
             extents.remove(at: index + 1)
         }
-        if index > 0, merges(extents[index - 1], extents[index]) {
+        if index > 0, Self.merges(extents[index - 1], extents[index]) {
             extents[index - 1].blockCount += extents[index].blockCount
             extents.remove(at: index)
         }

@@ -75,6 +75,27 @@ public final class InodeTable<NVM: PersistentMemory>: @unchecked Sendable {
         chunkCount = chunks
     }
 
+    /// The numbers of the committed inodes that `predicate` picks, in order. Reads NVM as
+    /// the last commit left it (not through a transaction); a slot that does not decode is
+    /// skipped (damage is fsck's to report).
+    public func committedInodes(where predicate: (Inode) -> Bool) throws(InodeError) -> [UInt64] {
+        var picked: [UInt64] = []
+        let perChunk = UInt64(layout.inodesPerChunk)
+        for chunk in 0 ..< layout.inodeMapEntries {
+            let offset = nvm.loadWord(at: Int(layout.inodeMapOffset + chunk * 8))
+            guard offset != 0 else { continue }
+            try checkChunkOffset(offset, chunk: chunk)
+            for slot in 0 ..< perChunk {
+                let number = chunk * perChunk + slot
+                guard number != 0 else { continue }
+                let view = nvm.view(at: Int(offset + slot * UInt64(layout.inodeBytes)), count: Int(layout.inodeBytes))
+                if view.load(as: UInt64.self) == 0, view.load(fromByteOffset: 8, as: UInt64.self) == 0 { continue }
+                if let inode = try? Inode.decode(view, seed: seed, expectedNumber: number), predicate(inode) { picked.append(number) }
+            }
+        }
+        return picked
+    }
+
     /// Free slots in allocated chunks (more chunks are added on demand).
     public var freeCount: Int { isFree.count }
 

@@ -99,20 +99,25 @@ public final class MetadataJournal<NVM: PersistentMemory>: @unchecked Sendable {
         apply(writes, sequence: sequence)
     }
 
-    /// Applies a committed transaction left by a crash, if there is one. Returns it.
-    @discardableResult
-    public func recover() throws(JournalError) -> (sequence: UInt64, writes: [JournalWrite])? {
+    /// The committed transaction a crash left unapplied, if there is one, without applying it
+    /// (a read-only check looks at the shared area as recovery will leave it).
+    public func pending() throws(JournalError) -> (sequence: UInt64, writes: [JournalWrite])? {
         try verify()
         let sequence = appliedSequence &+ 1
         let area = nvm.view(at: base + JournalControl.transactionAreaOffset, count: Int(journalBytes) - JournalControl.transactionAreaOffset)
-        let writes: [JournalWrite]?
         do {
-            writes = try JournalTransactionHeader.committed(in: area, seed: seed, expectedSequence: sequence,
-                                                            allowed: allowed, forbidden: forbidden)
+            guard let writes = try JournalTransactionHeader.committed(in: area, seed: seed, expectedSequence: sequence,
+                                                                      allowed: allowed, forbidden: forbidden) else { return nil }
+            return (sequence, writes)
         } catch {
             throw .damaged(error)
         }
-        guard let writes else { return nil }
+    }
+
+    /// Applies a committed transaction left by a crash, if there is one. Returns it.
+    @discardableResult
+    public func recover() throws(JournalError) -> (sequence: UInt64, writes: [JournalWrite])? {
+        guard let (sequence, writes) = try pending() else { return nil }
         apply(writes, sequence: sequence)
         return (sequence, writes)
     }

@@ -1,6 +1,8 @@
 // Recovery of client logs: every log region whose owner is gone (state attached or detached
-// while nobody holds the volume) is digested to its end, damage searched past, and released.
-// `shale digest` runs this offline; opening a volume for service will run it first.
+// while nobody holds the volume) is digested to its end, damage searched past, and released;
+// then every orphan (an inode unlinked while open, or during the recovery digests) is freed,
+// since after a crash nothing is open any more. `shale digest` runs this offline; opening a
+// volume for service will run it first.
 
 import ShaleFormat
 import ShaleMedia
@@ -16,8 +18,9 @@ public struct RegionRecovery: Sendable {
 }
 
 extension Digester {
-    /// Digests every region with an owner to the end of its log, then frees it. The caller
-    /// holds the volume exclusively, so every owner is gone.
+    /// Digests every region with an owner to the end of its log, then frees it; then frees
+    /// every orphan (`freeOrphans`). The caller holds the volume exclusively, so every owner
+    /// is gone and nothing is open.
     public func recoverAllLogs() throws(DigestError) -> [RegionRecovery] {
         var results: [RegionRecovery] = []
         for region in 0 ..< logTable.regionCount {
@@ -41,6 +44,9 @@ extension Digester {
             }
             results.append(result)
         }
+        // Orphans are kept while logs are digested (a later record may still write one);
+        // with every log digested, none can be used again.
+        try freeOrphans()
         return results
     }
 }

@@ -9,6 +9,17 @@
 import ShaleFormat
 import ShaleMedia
 
+/// A superblock copy found damaged or stale when the volume was opened.
+public struct SuperblockCopyIssue: Equatable, Sendable {
+    /// "A" or "B".
+    public var copy: String
+    /// "is damaged (…)" or "is stale (…)".
+    public var problem: String
+    /// Rewritten from the other copy (`source`) at open.
+    public var repaired: Bool
+    public var source: String
+}
+
 public final class Volume<NVM: PersistentMemory> {
     public let nvm: NVM
     public let nvmName: String
@@ -18,6 +29,11 @@ public final class Volume<NVM: PersistentMemory> {
     public private(set) var notes: [String] = []
     /// Superblock copies that verified when the volume was opened (e.g. ["A", "B"]).
     public private(set) var validCopies: [String] = []
+    /// Each superblock copy that was damaged or stale at open, and whether it was rewritten
+    /// (the same findings as `notes`, for fsck).
+    public private(set) var superblockCopyIssues: [SuperblockCopyIssue] = []
+    /// The committed metadata-journal transaction a crash had left, applied at open.
+    public private(set) var replayedJournalTransaction: (sequence: UInt64, writes: Int)?
 
     public var seed: UInt32 { superblock.volumeID.checksumSeed }
 
@@ -69,6 +85,8 @@ public final class Volume<NVM: PersistentMemory> {
                 problem = nil
             }
             guard let problem else { continue }
+            superblockCopyIssues.append(SuperblockCopyIssue(copy: names[index], problem: problem, repaired: repair,
+                                                            source: names[winner.0]))
             if repair {
                 Formatter.writeSuperblockCopy(winner.1, to: nvm, at: Superblock.copyOffsets[index])
                 notes.append("superblock copy \(names[index]) \(problem); repaired from copy \(names[winner.0])")
@@ -83,6 +101,7 @@ public final class Volume<NVM: PersistentMemory> {
         do {
             if repair {
                 if let replayed = try journal.recover() {
+                    replayedJournalTransaction = (replayed.sequence, replayed.writes.count)
                     notes.append("applied metadata journal transaction \(replayed.sequence) (\(replayed.writes.count) writes) left by a crash")
                 }
             } else {

@@ -54,14 +54,14 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
     public static var symlinkHopsMax: Int { 40 }
     public static var pathBytesMax: Int { 4096 }
     public static var symlinkTargetBytesMax: Int { 4095 }
-    /// Extended attributes of one inode, names and values together.
-    public static var xattrBytesMax: Int { 256 * 1024 }
+    /// Extended attributes of one inode, as their serialized set (docs/format.md).
+    public static var xattrBytesMax: Int { XattrBlock.setBytesMax }
 
     public let kernel: Kernel
     public var credentials: Credentials
     let monitor = Monitor()
     let log: OperationLog<NVM>
-    let grant: LogGrant
+    public let grant: LogGrant
     var pending = PendingState()
     private var files: [Int32: OpenFile] = [:]
     private var openCounts: [UInt64: Int] = [:]
@@ -182,8 +182,12 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
 
     private func runDigester() {
         monitor.lock()
+        // Batches in a row that moved nothing while records were waiting. One can happen when
+        // the scan meets a record still being appended; many mean the log cannot be digested
+        // (damage in a live log), and writers must get an error rather than wait forever.
+        var stalls = 0
         while !stopping {
-            guard digestRequested || log.usedBytes >= digestThresholdBytes else {
+            guard digestFailure == nil, digestRequested || log.usedBytes >= digestThresholdBytes else {
                 monitor.wait()
                 continue
             }
@@ -198,8 +202,21 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
             monitor.lock()
             switch result {
             case let .success(cursor):
+                let before = log.tailSequence
                 absorb(cursor)
-                if !cursor.reachedEnd || log.usedBytes >= digestLowWaterBytes && cursor.sequence < log.nextSequence {
+                if log.tailSequence == before, log.tailSequence < log.nextSequence {
+                    stalls += 1
+                    if stalls > 200 {
+                        digestFailure = .ioError
+                        report("the log cannot be digested past record \(before); calls that need log space fail with EIO")
+                    } else {
+                        monitor.wait(milliseconds: 1)
+                    }
+                } else {
+                    stalls = 0
+                }
+                if digestFailure == nil,
+                   !cursor.reachedEnd || log.usedBytes >= digestLowWaterBytes && cursor.sequence < log.nextSequence {
                     digestRequested = true
                 }
             case let .failure(error):
@@ -210,6 +227,11 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
         digesterRunning = false
         monitor.broadcast()
         monitor.unlock()
+    }
+
+    private func report(_ message: String) {
+        var line = "shale: " + message + "\n"
+        line.withUTF8 { _ = Glibc.write(2, $0.baseAddress, $0.count) }
     }
 
     /// The kernel durably applied every record before `cursor`: drop what the pending state
@@ -244,6 +266,9 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
     public func digest() throws(Errno) {
         try locked { () throws(Errno) in try digestToEnd() }
     }
+
+    /// Region offset where the next record goes (tests aim damage with it).
+    public var logHeadForTesting: UInt64 { monitor.withLock { log.head } }
 
     /// Bytes of the log in use (undigested records).
     public var logUsedBytes: UInt64 { monitor.withLock { log.usedBytes } }
@@ -1091,11 +1116,9 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
                         DataPiece(start: offset, end: zeroEnd, source: DataPiece.zeros, sequence: sequence))
                 }
             }
-            let sizeBefore = inode.size
             if !mode.contains(.keepSize) { inode.size = max(inode.size, end) }
-            if mode.contains(.punchHole) || mode.contains(.zeroRange) || inode.size != sizeBefore {
-                inode.mtime = time
-            }
+            // Modern Linux (file_modified) updates both times for every mode, as the digest does.
+            inode.mtime = time
             inode.ctime = time
             if allocating { inode.allocatedBlocks += blocks }
             setPending(inode, sequence)
@@ -1427,9 +1450,12 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
             let existing = attributes.firstIndex { $0.name == key }
             if flags.contains(.create), existing != nil { throw .fileExists }
             if flags.contains(.replace), existing == nil { throw .noAttribute }
-            let total = attributes.reduce(0) { $0 + $1.name.count + $1.value.count } - (existing.map { attributes[$0].name.count + attributes[$0].value.count } ?? 0)
-            guard total + key.count + value.count <= Self.xattrBytesMax else { throw .noSpace }
-            let blocks = UInt64((total + key.count + value.count) / Format.blockBytes + 2)
+            // The same rule as the digest's: the serialized set must fit its blocks.
+            func bytes(_ name: [UInt8], _ value: [UInt8]) -> Int { XattrSet.entryHeaderBytes + name.count + value.count }
+            let total = attributes.reduce(0) { $0 + bytes($1.name, $1.value) }
+                - (existing.map { bytes(attributes[$0].name, attributes[$0].value) } ?? 0) + bytes(key, value)
+            guard total <= Self.xattrBytesMax else { throw .noSpace }
+            let blocks = UInt64(XattrBlock.blocksNeeded(setBytes: total))
             try requireBlocks(blocks)
             let time = Self.now()
             let sequence = try append(.setxattr(SetxattrArguments(inode: inode.number, flags: flags, name: key, value: value, time: time)))

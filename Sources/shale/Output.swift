@@ -9,6 +9,9 @@ enum Output {
 
     static func error(_ text: String) { write(2, text + "\n") }
 
+    /// Standard error without a line break (progress redrawn in place).
+    static func errorRaw(_ text: String) { write(2, text) }
+
     private static func write(_ fd: Int32, _ text: String) {
         var bytes = Array(text.utf8)
         var offset = 0

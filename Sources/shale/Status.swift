@@ -12,6 +12,10 @@ struct Status: ParsableCommand {
         Reads the volume offline. A damaged superblock copy is repaired from the other one \
         and reported; if both copies are damaged, status says so and exits non-zero. \
         Exits 1 when any problem is found.
+
+        For each log with an owner: its undigested records and their bytes (digest lag), \
+        and its fill, the share of the log those bytes take (a writer waits for a digest \
+        when it reaches 100%).
         """)
 
     @OptionGroup var target: VolumeArgument
@@ -69,6 +73,27 @@ struct Status: ParsableCommand {
             ["journal:", "\(ByteSize.format(layout.journalBytes)), \(report.journalSequence) transactions applied"],
         ]
         Output.table(details).forEach { Output.line($0) }
+
+        // Each log with an owner: how far its digest lags. Offline the logs cannot change, so
+        // they are scanned as recovery would (past damage); a live log ends at its first gap.
+        let logTable = LogTable(nvm: opened.volume.nvm, superblock: superblock)
+        let lags = report.logRegions.enumerated().compactMap { region, descriptor -> LogLag? in
+            guard let descriptor, descriptor.state != .free else { return nil }
+            return logTable.lag(region: region, descriptor: descriptor, searchPastDamage: !opened.inUseElsewhere)
+        }
+        if !lags.isEmpty {
+            Output.line()
+            Output.line("Logs:")
+            var logRows = [["LOG", "STATE", "OWNER", "UNDIGESTED", "FILL"]]
+            for lag in lags {
+                let state = lag.state == .attached ? "attached" : "detached"
+                let undigested = lag.records == 0 ? "none"
+                    : "\(lag.records) record\(lag.records == 1 ? "" : "s"), \(ByteSize.format(lag.bytes))"
+                let tenths = (lag.bytes * 1000 + lag.regionBytes / 2) / lag.regionBytes
+                logRows.append(["\(lag.region)", state, "pid \(lag.ownerPID)", undigested, "\(tenths / 10).\(tenths % 10)%"])
+            }
+            Output.table(logRows).forEach { Output.line($0) }
+        }
         if !report.problems.isEmpty {
             Output.line()
             Output.line("Problems (\(report.problems.count)):")

@@ -13,6 +13,7 @@ struct HelpTests {
         (["mkfs", "--help"], "shale-mkfs.txt"),
         (["status", "--help"], "shale-status.txt"),
         (["digest", "--help"], "shale-digest.txt"),
+        (["fsck", "--help"], "shale-fsck.txt"),
     ])
     func helpMatchesGolden(arguments: [String], fixture: String) throws {
         let result = try ShaleCommand.run(arguments)

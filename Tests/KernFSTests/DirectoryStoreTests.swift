@@ -176,7 +176,7 @@ struct DirectoryStoreTests {
         }
     }
 
-    /// A seeded random run of inserts, removes and lookups against a Swift dictionary,
+    /// A seeded random run of inserts, removes, replaces and lookups against a Swift dictionary,
     /// committing every 173 operations and checking what the commit left on NVM through a
     /// fresh transaction; every operation's answer is checked as it happens (read-your-writes).
     @Test(arguments: Hashing.allCases)
@@ -212,6 +212,18 @@ struct DirectoryStoreTests {
                     if model[name]?.inode != removed.inode || removed.name != name { mismatches += 1 }
                     model[name] = nil
                     absent.append(name)
+                case .failure(.notFound):
+                    if model[name] != nil { mismatches += 1 }
+                case let .failure(error):
+                    throw error
+                }
+            } else if roll < 92 {
+                // Re-point the name (rename over it, exchange): same name, new inode and type.
+                let value = (inode: 1 + random.next() % 1_000_000, type: UInt8([4, 8, 10][Int(random.next() % 3)]))
+                switch Result(catching: { () throws(DirectoryError) in try store.replace(name, inode: value.inode, type: value.type, in: map) }) {
+                case let .success(old):
+                    if model[name]?.inode != old.inode || model[name]?.type != old.type || old.name != name { mismatches += 1 }
+                    model[name] = value
                 case .failure(.notFound):
                     if model[name] != nil { mismatches += 1 }
                 case let .failure(error):

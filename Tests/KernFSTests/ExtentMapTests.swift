@@ -52,6 +52,49 @@ struct ExtentMapTests {
         }
     }
 
+    /// Holes and unwritten marks agree with a model of logical → (physical, unwritten): marking
+    /// never moves a block, and neighbours that become alike merge again.
+    @Test func holesAndUnwrittenMarksAgreeWithAModel() throws {
+        let (_, superblock, _, transaction) = try Self.setUp()
+        var map = try ExtentMap<NVM>(inode: Self.file(), transaction: transaction, nvmData: superblock.device(.nvm)!,
+                                     seed: superblock.volumeID.checksumSeed)
+        var model: [UInt64: (physical: UInt64, unwritten: Bool)] = [:]
+        var generator = SplitMix64(seed: 21)
+        var nextPhysical: UInt64 = 1000
+        for _ in 0 ..< 1500 {
+            let start = generator.next() % 400, length = 1 + generator.next() % 30
+            let range = start ..< start + length
+            switch generator.next() % 4 {
+            case 0:
+                map.unmap(range)
+                for logical in range { model[logical] = nil }
+            case 1:
+                map.map(Extent(logicalBlock: start, physicalBlock: nextPhysical, blockCount: UInt32(length), tier: .nvm))
+                for offset in 0 ..< length { model[start + offset] = (nextPhysical + offset, false) }
+                nextPhysical += length
+            default:
+                let unwritten = generator.next() % 2 == 0
+                map.setUnwritten(range, unwritten)
+                for logical in range where model[logical] != nil { model[logical]!.unwritten = unwritten }
+            }
+            let window = 0 ..< UInt64(440)
+            let holes = map.holes(in: window).flatMap { Array($0) }
+            #expect(holes == window.filter { model[$0] == nil })
+        }
+        for logical in 0 ..< 440 as Range<UInt64> {
+            let extent = map.lookup(logical)
+            #expect(extent.map { $0.physicalBlock + (logical - $0.logicalBlock) } == model[logical]?.physical)
+            #expect(extent.map { $0.flags.contains(.unwritten) } == model[logical]?.unwritten)
+        }
+        for (a, b) in zip(map.extents, map.extents.dropFirst()) {
+            #expect(a.logicalEnd <= b.logicalBlock)
+            let alike = a.flags == b.flags && a.logicalEnd == b.logicalBlock && a.physicalBlock + UInt64(a.blockCount) == b.physicalBlock
+            #expect(!alike, "neighbours that continue each other are merged")
+        }
+        #expect(map.holes(in: 5 ..< 5) == [])
+        #expect(map.holes(in: 10_000 ..< 10_010) == [10_000 ..< 10_010])
+    }
+
     @Test func consecutiveBlocksMergeIntoOneExtent() throws {
         let (_, superblock, _, transaction) = try Self.setUp()
         var map = try ExtentMap<NVM>(inode: Self.file(), transaction: transaction, nvmData: superblock.device(.nvm)!, seed: 1)
