@@ -7,7 +7,8 @@
 // The child is this test binary re-executed with SHALE_KILL_CHILD set, running only
 // `childWriterRunsUntilKilled` (skipped in a normal run). No extra executable target.
 //
-// `shale fsck` does not exist yet; when it does, run it on the volume after each round too.
+// `shale fsck` (the built binary, as a user runs it) checks the volume as the kill left it
+// (logs not yet recovered) and again after recovery and a clean close.
 
 import Foundation
 import Testing
@@ -87,6 +88,26 @@ private enum Found: Equatable {
 
 private func environment(_ name: String) -> String? { ProcessInfo.processInfo.environment[name] }
 
+/// Runs the built `shale` binary (next to the test binary) with `arguments`: its exit status
+/// and everything it printed.
+func runShale(_ arguments: [String]) throws -> (status: Int32, output: String) {
+    let directory = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent()
+    let candidates = [directory.appendingPathComponent("shale"), directory.deletingLastPathComponent().appendingPathComponent("shale")]
+    guard let binary = candidates.first(where: { FileManager.default.isExecutableFile(atPath: $0.path) }) else {
+        throw Errno.noSuchFileOrDirectory
+    }
+    let process = Process()
+    process.executableURL = binary
+    process.arguments = arguments
+    let output = Pipe()
+    process.standardOutput = output
+    process.standardError = output
+    try process.run()
+    let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    process.waitUntilExit()
+    return (process.terminationStatus, text)
+}
+
 @Suite(.serialized) struct KillTests {
     /// The child: opens the volume, then makes calls from SHALE_KILL_START on, appending
     /// "<index>\n" to SHALE_KILL_ACKS after each returns, until it is killed.
@@ -161,6 +182,9 @@ private func environment(_ name: String) -> String? { ProcessInfo.processInfo.en
             #expect(child.terminationReason == .uncaughtSignal && child.terminationStatus == SIGKILL,
                     "round \(round): the child ended by itself (status \(child.terminationStatus)): \(childErrors.suffix(2000))")
 
+            let fsckAfterKill = try runShale(["fsck", volume])
+            #expect(fsckAfterKill.status == 0, "round \(round): shale fsck of the volume as the kill left it:\n\(fsckAfterKill.output)")
+
             let text = (try? String(contentsOfFile: acksPath, encoding: .utf8)) ?? ""
             let acknowledged = text.split(separator: "\n").compactMap { Int($0) }
             let first = start
@@ -195,6 +219,9 @@ private func environment(_ name: String) -> String? { ProcessInfo.processInfo.en
             }
             print("kill test round \(round): ops \(start) ..< \(inFlight) acknowledged, in flight #\(inFlight) \(applied[inFlight] ? "applied" : "absent"), recovery applied \(fs.kernel.recovered.map(\.applied).reduce(0, +)) records")
             try fs.close()
+            _ = consume fs
+            let fsck = try runShale(["fsck", volume])
+            #expect(fsck.status == 0, "round \(round): shale fsck after recovery and close:\n\(fsck.output)")
             start = inFlight + 1
         }
         let total = start
