@@ -346,6 +346,8 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
         var stack = Array(names.reversed())
         var current = start
         var hops = 0
+        // A symlink followed as the last name whose target ends in "/" names a directory.
+        var mustBeDirectory = false
         while let name = stack.popLast() {
             guard current.isDirectory else { throw .notDirectory }
             try require(current, .execute)
@@ -361,6 +363,7 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
                 guard hops <= Self.symlinkHopsMax else { throw .tooManySymbolicLinkLevels }
                 let target = try symlinkTarget(child)
                 guard !target.isEmpty else { throw .noSuchFileOrDirectory }
+                if stack.isEmpty, target.last == Self.slash { mustBeDirectory = true }
                 if target.first == Self.slash { current = try rootDirectory() }
                 for part in target.split(separator: Self.slash, omittingEmptySubsequences: true).reversed() {
                     stack.append(Array(part))
@@ -369,6 +372,7 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
             }
             current = child
         }
+        if mustBeDirectory, !current.isDirectory { throw .notDirectory }
         return current
     }
 
@@ -689,45 +693,55 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
         try locked { () throws(Errno) in
             try awaitLogSpace(Self.smallRecordBytes)
             guard flags.isSubset(of: .known), flags != .known else { throw .invalidArgument }
+            // The checks in Linux's order (do_renameat2, then vfs_rename), so that a call with
+            // several faults fails with the errno Linux gives.
             let (oldParent, oldName, _) = try resolveParent(from)
             let (newParent, newName, _) = try resolveParent(to)
-            if Self.isDotOrDotDot(oldName) || Self.isDotOrDotDot(newName) { throw .resourceBusy }
+            if Self.isDotOrDotDot(oldName) { throw .resourceBusy }
+            if Self.isDotOrDotDot(newName) { throw flags.contains(.noReplace) ? .fileExists : .resourceBusy }
             guard let sourceEntry = try entry(in: oldParent.number, oldName) else { throw .noSuchFileOrDirectory }
             let source = try existingInode(sourceEntry.inode)
             let targetEntry = try entry(in: newParent.number, newName)
             let target = try targetEntry.map { (found) throws(Errno) in try existingInode(found.inode) }
-            if from.bytes.last == Self.slash || to.bytes.last == Self.slash {
-                guard source.isDirectory else { throw .notDirectory }
+            if flags.contains(.noReplace), target != nil { throw .fileExists }
+            if flags.contains(.exchange), target == nil { throw .noSuchFileOrDirectory }
+            // A trailing slash names a directory.
+            if !source.isDirectory {
+                if from.bytes.last == Self.slash { throw .notDirectory }
+                if !flags.contains(.exchange), to.bytes.last == Self.slash { throw .notDirectory }
             }
-            if flags.contains(.exchange) {
-                guard target != nil else { throw .noSuchFileOrDirectory }
-            } else if flags.contains(.noReplace), target != nil {
-                throw .fileExists
-            }
-            try requireRemovable(source, from: oldParent)
-            try require(newParent, [.write, .execute])
-            if let target { try requireRemovable(target, from: newParent) }
-            // The same inode under both names: nothing to do (POSIX).
-            if let target, target.number == source.number { return }
-            if let target, !flags.contains(.exchange) {
-                if source.isDirectory {
-                    guard target.isDirectory else { throw .notDirectory }
-                    guard try isEmptyDirectory(target.number) else { throw .directoryNotEmpty }
-                } else if target.isDirectory {
-                    throw .isDirectory
+            if flags.contains(.exchange), let target, !target.isDirectory, to.bytes.last == Self.slash { throw .notDirectory }
+            if oldParent.number != newParent.number {
+                // A directory may not move into itself.
+                if source.isDirectory { try requireNotInside(newParent, source.number) }
+                // Nor may the target be a directory holding the source.
+                if let target, target.isDirectory {
+                    do throws(Errno) {
+                        try requireNotInside(oldParent, target.number)
+                    } catch {
+                        throw flags.contains(.exchange) ? .invalidArgument : .directoryNotEmpty
+                    }
                 }
             }
-            // A directory may not move into itself.
-            if source.isDirectory, oldParent.number != newParent.number {
-                try requireNotInside(newParent, source.number)
-            }
-            if flags.contains(.exchange), let target, target.isDirectory, oldParent.number != newParent.number {
-                try requireNotInside(oldParent, target.number)
+            // The same inode under both names: nothing to do (POSIX), before any permission.
+            if let target, target.number == source.number { return }
+            try requireRemovable(source, from: oldParent)
+            if let target {
+                try requireRemovable(target, from: newParent)
+                if !flags.contains(.exchange) {
+                    if source.isDirectory, !target.isDirectory { throw .notDirectory }
+                    if !source.isDirectory, target.isDirectory { throw .isDirectory }
+                }
+            } else {
+                try require(newParent, [.write, .execute])
             }
             // Moving a directory rewrites its "..": that needs write permission on it.
             if oldParent.number != newParent.number {
                 if source.isDirectory { try require(source, .write) }
                 if flags.contains(.exchange), let target, target.isDirectory { try require(target, .write) }
+            }
+            if let target, target.isDirectory, !flags.contains(.exchange) {
+                guard try isEmptyDirectory(target.number) else { throw .directoryNotEmpty }
             }
             if source.isDirectory, target == nil, oldParent.number != newParent.number {
                 guard newParent.linkCount < Self.linkCountMax else { throw .tooManyLinks }

@@ -387,6 +387,13 @@ final class LinuxSide: DifferentialSide {
     private func result(_ value: Int32) -> Outcome { value < 0 ? .failed(errno) : .done }
     private func number(_ value: Int) -> Outcome { value < 0 ? .failed(errno) : .number(Int64(value)) }
 
+    /// Whether the handle in `slot` is a directory's.
+    func isDirectory(slot: Int) -> Bool {
+        var value = Glibc.stat()
+        guard let fd = slots[slot], fstat(fd, &value) == 0 else { return false }
+        return value.st_mode & S_IFMT == S_IFDIR
+    }
+
     func dropHandles() {
         for (_, fd) in slots { Glibc.close(fd) }
         slots.removeAll()
