@@ -1,6 +1,11 @@
 // Shale against Linux (tmpfs): the same calls on both, the same results and the same trees.
 // Table-driven edge cases first, then random sequences with digests and crashes at random
 // points. Each edge case also checks the tree after a digest and after a crash.
+//
+// What is not compared, because POSIX leaves it to the file system: timestamps, st_blocks,
+// inode numbers, a directory's st_size, lseek on a directory handle, O_RDONLY|O_TRUNC (never
+// generated). tmpfs has no FALLOC_FL_ZERO_RANGE: the Linux side does it as a punched hole
+// (LinuxSide.fallocate). EMLINK (65,000 links) is not reached here.
 
 import Testing
 import KernFS
