@@ -853,6 +853,8 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
                 }
             } else {
                 inode = try resolve(path, followFinal: !flags.contains(.noFollow))
+                // O_DIRECTORY's ENOTDIR comes before O_NOFOLLOW's ELOOP (Linux).
+                if flags.contains(.directory), !inode.isDirectory { throw .notDirectory }
                 if inode.mode & Inode.typeMask == Inode.typeSymlink { throw .tooManySymbolicLinkLevels }
             }
             if flags.contains(.directory), !inode.isDirectory { throw .notDirectory }

@@ -163,6 +163,8 @@ extension EdgeCase {
         EdgeCase("aSelfLoopFailsWithELOOP", [.symlink(target: b("s"), at: b("s"))], .open(slot: 0, b("s"), flags: rdonly, mode: 0), fails(ELOOP)),
         EdgeCase("oNoFollowOnASymlinkFailsWithELOOP", file("a") + [.symlink(target: b("a"), at: b("l"))],
                  .open(slot: 0, b("l"), flags: rdonly | nofollow, mode: 0), fails(ELOOP)),
+        EdgeCase("oNoFollowWithODirectoryOnASymlinkFailsWithENOTDIR", dir("d") + [.symlink(target: b("d"), at: b("l"))],
+                 .open(slot: 0, b("l"), flags: rdonly | directory | nofollow, mode: 0), fails(ENOTDIR)),
         EdgeCase("oNoFollowCreateOnASymlinkFailsWithELOOP", file("a") + [.symlink(target: b("a"), at: b("l"))],
                  .open(slot: 0, b("l"), flags: wronly | creat | nofollow, mode: 0o644), fails(ELOOP)),
         EdgeCase("fortySymlinkHopsResolve", symlinkChain, .stat(b("s39")),
@@ -478,6 +480,11 @@ struct RandomOps {
     }
 }
 
+/// Calls per random sequence: SHALE_TEST_OPS, or `standard`.
+func randomSequenceLength(_ standard: Int) -> Int {
+    getenv("SHALE_TEST_OPS").flatMap { Int(String(cString: $0)) } ?? standard
+}
+
 /// The seeds of this run: SHALE_TEST_SEED replays one; otherwise fresh ones, printed.
 func randomSeeds(_ count: Int) -> [UInt64] {
     if let text = getenv("SHALE_TEST_SEED").map({ String(cString: $0) }), let seed = UInt64(text) { return [seed] }
@@ -560,7 +567,7 @@ func runRandomSequence(seed: UInt64, count: Int, background: Bool, logBytes: UIn
     /// Digests and crashes (recovery from the durable NVM image) at random points.
     @Test func randomSequencesAgreeWithLinuxThroughDigestsAndCrashes() throws {
         for seed in randomSeeds(3) {
-            try runRandomSequence(seed: seed, count: 300, background: false, logBytes: 1 << 20, explicitDigests: true,
+            try runRandomSequence(seed: seed, count: randomSequenceLength(300), background: false, logBytes: 1 << 20, explicitDigests: true,
                                   crashes: true, label: "digests and crashes")
         }
     }
@@ -569,7 +576,7 @@ func runRandomSequence(seed: UInt64, count: Int, background: Bool, logBytes: UIn
     /// these calls make twice over): the log wraps and writers wait for digests many times.
     @Test func randomSequencesAgreeWithLinuxWithTheBackgroundDigestOnATinyLog() throws {
         for seed in randomSeeds(3) {
-            try runRandomSequence(seed: seed, count: 600, background: true, logBytes: 128 << 10, explicitDigests: false,
+            try runRandomSequence(seed: seed, count: randomSequenceLength(600), background: true, logBytes: 128 << 10, explicitDigests: false,
                                   crashes: true, label: "background digest, tiny log")
         }
     }
