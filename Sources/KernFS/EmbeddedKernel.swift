@@ -54,6 +54,9 @@ public final class EmbeddedKernel<NVM: PersistentMemory>: FileSystemKernel, @unc
     public let recovered: [RegionRecovery]
     /// Records refused by digests since the kernel opened (region, sequence, reason).
     public private(set) var refusals: [(region: Int, sequence: UInt64, reason: String)] = []
+    /// Records coalescing skipped since the kernel opened (inodes created and removed
+    /// within one batch).
+    public private(set) var coalescedRecords = 0
     /// Keeps the volume (its lock, its mapping) alive while the kernel is.
     private let owner: AnyObject?
     private let lock = KernelLock()
@@ -136,6 +139,7 @@ public final class EmbeddedKernel<NVM: PersistentMemory>: FileSystemKernel, @unc
                 Self.report("\(error)")
                 throw Self.errno(error)
             }
+            coalescedRecords += report.coalesced
             for refusal in report.refused {
                 Self.report("log \(region): refused record \(refusal.sequence): \(refusal.reason)")
                 refusals.append((region, refusal.sequence, refusal.reason))
