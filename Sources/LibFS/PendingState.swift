@@ -136,6 +136,9 @@ struct PendingState {
 
     /// Forgets everything records before `sequence` produced: the shared area has it.
     mutating func prune(before sequence: UInt64) {
+        // A file's data index is pruned whole, so once per call however many of its writes
+        // were digested (a batch holds thousands of writes to one file).
+        var prunedData: Set<UInt64> = []
         while touchesHead < touches.count, touches[touchesHead].sequence < sequence {
             switch touches[touchesHead].touch {
             case let .inode(number):
@@ -146,7 +149,7 @@ struct PendingState {
                     if entries[directory]!.isEmpty { entries[directory] = nil }
                 }
             case let .data(number):
-                if data[number] != nil {
+                if data[number] != nil, prunedData.insert(number).inserted {
                     data[number]!.prune(before: sequence)
                     if data[number]!.isEmpty { data[number] = nil }
                 }
