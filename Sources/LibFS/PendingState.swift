@@ -245,5 +245,15 @@ struct PendingState {
             dropped += 1
         }
         blockDemands.removeFirst(dropped)
+        // Collections keep their capacity when emptied: a burst of creates leaves hundreds of
+        // megabytes of empty tables behind. Once everything is digested, let them go.
+        if touchesHead == touches.count {
+            touches = []
+            touchesHead = 0
+        }
+        if inodes.isEmpty { inodes = [:] }
+        if entries.isEmpty { entries = [:] }
+        if data.isEmpty { data = [:] }
+        if blockDemands.isEmpty { blockDemands = [] }
     }
 }
