@@ -152,6 +152,18 @@ public final class Digester<NVM: PersistentMemory>: @unchecked Sendable {
                     continue
                 }
                 let operation = entry.operation!
+                if case let .write(first) = operation, batch.writing?.inode.number != first.inode, skipped[index - 1] == nil {
+                    // A run of writes to one file starts: tell it what is coming.
+                    var ranges: [Range<UInt64>] = []
+                    var next = index - 1
+                    while next < count, ranges.count < 4096, let upcoming = window[next].operation,
+                          case let .write(write) = upcoming, write.inode == first.inode, skipped[next] == nil {
+                        let (end, overflow) = write.offset.addingReportingOverflow(UInt64(write.length))
+                        if !overflow { ranges.append(write.offset ..< end) }
+                        next += 1
+                    }
+                    batch.lookahead = ranges
+                }
                 do {
                     do {
                         if let group = skipped[index - 1] {
@@ -468,12 +480,27 @@ public final class Digester<NVM: PersistentMemory>: @unchecked Sendable {
         /// stores them once, when the run ends (another record, or the end of the batch),
         /// instead of once per record.
         var writing: (inode: Inode, map: ExtentMap<NVM>)?
+        /// The byte ranges of the run's writes (set when a run starts): the blocks they
+        /// need are allocated together, in one allocator call, into `reserve`.
+        var lookahead: [Range<UInt64>] = []
+        var reserve: [UInt64] = []
+        var reserveNext = 0
     }
 
     /// Ends a run of writes: the file's map and inode go into the transaction.
     private func finishWrites(_ batch: inout Batch) throws {
         guard var (inode, map) = batch.writing else { return }
         batch.writing = nil
+        // Blocks reserved for the run and not used (a write that overwrote after all).
+        var unused = batch.reserve[batch.reserveNext...].sorted()[...]
+        batch.reserve = []
+        batch.reserveNext = 0
+        while let first = unused.first {
+            var end = first + 1
+            unused = unused.dropFirst()
+            while unused.first == end { end += 1; unused = unused.dropFirst() }
+            try allocator.free(first ..< end, in: batch.transaction)
+        }
         try storeMap(&map, into: &inode, batch.transaction)
         try inodes.write(inode, in: batch.transaction)
     }
@@ -607,7 +634,27 @@ public final class Digester<NVM: PersistentMemory>: @unchecked Sendable {
             if batch.writing?.inode.number != arguments.inode {
                 try finishWrites(&batch)
                 let inode = try regularFile(arguments.inode, in: transaction)
-                batch.writing = (inode, try ExtentMap<NVM>(inode: inode, transaction: transaction, nvmData: allocator.device, seed: seed))
+                let map = try ExtentMap<NVM>(inode: inode, transaction: transaction, nvmData: allocator.device, seed: seed)
+                // One allocation for the whole run: the blocks its writes need that the
+                // file has no NVM block for.
+                var planned = Set<UInt64>()
+                for range in batch.lookahead where !range.isEmpty && planned.count < 65536 {
+                    for logical in range.lowerBound / Self.blockBytes ... (range.upperBound - 1) / Self.blockBytes
+                        where planned.count < 65536 {
+                        if let extent = map.lookup(logical), extent.tier == .nvm, !extent.flags.contains(.compressed) { continue }
+                        planned.insert(logical)
+                    }
+                }
+                batch.lookahead = []
+                if planned.count > 1 {
+                    do {
+                        batch.reserve = try allocateBlocks(UInt64(planned.count), transaction)
+                    } catch let error as DigestError {
+                        // Not room for the whole run: its writes allocate one by one.
+                        guard case .noSpace = error else { throw error }
+                    }
+                }
+                batch.writing = (inode, map)
             }
             var (inode, map) = batch.writing!
             batch.writing = nil
@@ -943,7 +990,13 @@ public final class Digester<NVM: PersistentMemory>: @unchecked Sendable {
             missing.append(logical)
         }
         if !missing.isEmpty {
-            var fresh = try allocateRuns(UInt64(missing.count), batch.transaction).lazy.flatMap { $0 }.makeIterator()
+            let reserved = min(missing.count, batch.reserve.count - batch.reserveNext)
+            var blocks = Array(batch.reserve[batch.reserveNext ..< batch.reserveNext + reserved])
+            batch.reserveNext += reserved
+            if blocks.count < missing.count {
+                blocks += try allocateBlocks(UInt64(missing.count - blocks.count), batch.transaction)
+            }
+            var fresh = blocks.makeIterator()
             for logical in missing {
                 let block = fresh.next()!
                 batch.freed += map.map(Extent(logicalBlock: logical, physicalBlock: block, blockCount: 1, tier: .nvm))

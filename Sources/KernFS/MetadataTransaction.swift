@@ -22,6 +22,11 @@ public final class MetadataTransaction<NVM: PersistentMemory> {
         /// write header apart (closer ones are merged: one write is then no dearer than two).
         var spans: [Range<Int>] = []
 
+        /// Journal bytes of this block's writes.
+        var journalBytes: Int {
+            spans.reduce(0) { $0 + JournalWrite.headerBytes + ($1.count + 7) / 8 * 8 }
+        }
+
         mutating func mark(_ range: Range<Int>) {
             let gap = JournalWrite.headerBytes
             var merged = range
@@ -51,12 +56,9 @@ public final class MetadataTransaction<NVM: PersistentMemory> {
 
     public var isEmpty: Bool { blocks.isEmpty }
 
-    /// Bytes the transaction will take in the journal.
-    public var journalBytes: Int {
-        blocks.values.reduce(0) { total, dirty in
-            dirty.spans.reduce(total) { $0 + JournalWrite.headerBytes + ($1.count + 7) / 8 * 8 }
-        }
-    }
+    /// Bytes the transaction will take in the journal (kept as writes arrive: the digest
+    /// asks after every record).
+    public private(set) var journalBytes = 0
 
     /// The bytes at `offset`, with this transaction's changes applied.
     public func read(_ offset: UInt64, count: Int) -> [UInt8] {
@@ -100,7 +102,9 @@ public final class MetadataTransaction<NVM: PersistentMemory> {
             }
             // Changed in place through the dictionary (no copy of the image per write).
             blocks[block]!.image.replaceSubrange(within ..< within + take, with: bytes[done ..< done + take])
+            journalBytes -= blocks[block]!.journalBytes
             blocks[block]!.mark(within ..< within + take)
+            journalBytes += blocks[block]!.journalBytes
             done += take
         }
     }
@@ -162,6 +166,7 @@ public final class MetadataTransaction<NVM: PersistentMemory> {
             throw error
         }
         blocks.removeAll()
+        journalBytes = 0
         order.removeAll()
         finish(committed: true)
     }
@@ -169,6 +174,7 @@ public final class MetadataTransaction<NVM: PersistentMemory> {
     /// Forgets every change.
     public func abort() {
         blocks.removeAll()
+        journalBytes = 0
         order.removeAll()
         finish(committed: false)
     }
