@@ -9,7 +9,7 @@ DEB_PACKAGES := libfuse3-dev fuse3 libpmem-dev liburing-dev libzstd-dev pkg-conf
 BENCH_PACKAGES := fio
 DEMO_DIR     ?= /tmp/shale-demo
 
-.PHONY: all deps deps-bench build test demo bench clean
+.PHONY: all deps deps-bench build test demo bench bench-memory clean
 
 all: build
 
@@ -36,6 +36,10 @@ demo: build
 # Benchmarks (release build, own package under tools/bench so tests never pay for it).
 bench: deps-bench
 	@tools/bench/run
+
+# Resident memory after a million files (minutes; kept out of `make bench`).
+bench-memory: deps-bench
+	@tools/bench/run memory
 
 clean:
 	rm -rf .build tools/bench/.build

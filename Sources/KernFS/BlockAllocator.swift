@@ -43,6 +43,32 @@ public final class BlockAllocator<NVM: PersistentMemory>: @unchecked Sendable {
 
     /// Transactions this allocator has changed, which tell it when they end.
     private var watched: Set<ObjectIdentifier> = []
+    /// Bitmap blocks the transaction in progress changed, decoded: kept here and written
+    /// into the transaction once, when it commits, instead of decoded, counted, encoded
+    /// and written on every allocation.
+    private var dirtyBitmaps: [UInt64: AllocatorBitmapBlock] = [:]
+
+    /// The bitmap block `index` as `transaction` sees it.
+    private func bitmap(_ index: UInt64, _ transaction: MetadataTransaction<NVM>) throws(AllocationError) -> AllocatorBitmapBlock {
+        if let dirty = dirtyBitmaps[index] { return dirty }
+        return try decode(transaction.read(bitmapOffset(index), count: Format.blockBytes), index: index)
+    }
+
+    /// Records a changed bitmap block; the first change in a transaction reserves the
+    /// journal room its write will take.
+    private func store(_ index: UInt64, _ bitmap: AllocatorBitmapBlock, freeCount: Int? = nil, _ transaction: MetadataTransaction<NVM>) {
+        if dirtyBitmaps.updateValue(bitmap, forKey: index) == nil {
+            let first = dirtyBitmaps.count == 1
+            transaction.deferWrites(reservingJournalBytes: JournalWrite.headerBytes + Format.blockBytes, first ? { [self] () throws(JournalError) in
+                // Sorted: a deterministic journal, for the crash harness.
+                for (changed, block) in dirtyBitmaps.sorted(by: { $0.key < $1.key }) {
+                    transaction.writeChanged(block.encode(seed: seed), at: bitmapOffset(changed))
+                }
+                dirtyBitmaps.removeAll()
+            } : nil)
+        }
+        freeSummary[Int(index)] = UInt64(freeCount ?? bitmap.freeCount)
+    }
     /// Set when an aborted transaction's changes could not be undone (NVM damage).
     private var poisoned: String?
 
@@ -53,6 +79,7 @@ public final class BlockAllocator<NVM: PersistentMemory>: @unchecked Sendable {
         guard watched.insert(id).inserted else { return }
         transaction.onEnd { [self] committed in
             watched.remove(id)
+            dirtyBitmaps.removeAll()
             if committed {
                 freedInTransaction.removeAll()
             } else {
@@ -96,7 +123,7 @@ public final class BlockAllocator<NVM: PersistentMemory>: @unchecked Sendable {
                 if let seen = bitmaps[index] {
                     bitmap = seen
                 } else {
-                    bitmap = try decode(transaction.read(bitmapOffset(index), count: Format.blockBytes), index: index)
+                    bitmap = try self.bitmap(index, transaction)
                 }
                 var bit = index == cursor / Self.bitsPerBlock ? Int(cursor % Self.bitsPerBlock) : 0
                 let base = index * Self.bitsPerBlock
@@ -129,10 +156,9 @@ public final class BlockAllocator<NVM: PersistentMemory>: @unchecked Sendable {
         guard remaining == 0 else {
             throw .noSpace(tier: device.tier, wantedBlocks: count, freeBlocks: freeBlocks)
         }
-        for changed in bitmaps.keys.sorted() {  // a deterministic journal, for the crash harness
+        for changed in bitmaps.keys.sorted() {
             let bitmap = bitmaps[changed]!
-            transaction.write(bitmap.encode(seed: seed), at: bitmapOffset(changed))
-            freeSummary[Int(changed)] = UInt64(bitmap.freeCount)
+            store(changed, bitmap, freeCount: Int(freeSummary[Int(changed)]) - allocatedIn(changed, runs), transaction)
         }
         cursor = runs.last!.upperBound % device.dataBlocks
         return runs
@@ -144,7 +170,7 @@ public final class BlockAllocator<NVM: PersistentMemory>: @unchecked Sendable {
         var bitmaps: [UInt64: AllocatorBitmapBlock] = [:]
         func bitmap(_ index: UInt64) throws(AllocationError) -> AllocatorBitmapBlock {
             if let seen = bitmaps[index] { return seen }
-            let decoded = try decode(transaction.read(bitmapOffset(index), count: Format.blockBytes), index: index)
+            let decoded = try self.bitmap(index, transaction)
             bitmaps[index] = decoded
             return decoded
         }
@@ -188,8 +214,7 @@ public final class BlockAllocator<NVM: PersistentMemory>: @unchecked Sendable {
             for target in max(run.lowerBound, base) ..< min(run.upperBound, base + UInt64(bits.blockCount)) {
                 bits.setUsed(Int(target - base), true)
             }
-            transaction.write(bits.encode(seed: seed), at: bitmapOffset(index))
-            freeSummary[Int(index)] = UInt64(bits.freeCount)
+            store(index, bits, transaction)
             index += 1
         }
         cursor = run.upperBound % device.dataBlocks
@@ -206,7 +231,7 @@ public final class BlockAllocator<NVM: PersistentMemory>: @unchecked Sendable {
         var block = blocks.lowerBound
         while block < blocks.upperBound {
             let index = block / Self.bitsPerBlock
-            var bitmap = try decode(transaction.read(bitmapOffset(index), count: Format.blockBytes), index: index)
+            var bitmap = try self.bitmap(index, transaction)
             let end = min(blocks.upperBound, (index + 1) * Self.bitsPerBlock)
             for target in block ..< end {
                 let bit = Int(target - index * Self.bitsPerBlock)
@@ -216,10 +241,15 @@ public final class BlockAllocator<NVM: PersistentMemory>: @unchecked Sendable {
                 bitmap.setUsed(bit, false)
                 freedInTransaction.insert(target)
             }
-            transaction.write(bitmap.encode(seed: seed), at: bitmapOffset(index))
-            freeSummary[Int(index)] = UInt64(bitmap.freeCount)
+            store(index, bitmap, freeCount: Int(freeSummary[Int(index)]) + Int(end - block), transaction)
             block = end
         }
+    }
+
+    /// Blocks of `runs` inside bitmap block `index`.
+    private func allocatedIn(_ index: UInt64, _ runs: [Range<UInt64>]) -> Int {
+        let range = index * Self.bitsPerBlock ..< (index + 1) * Self.bitsPerBlock
+        return runs.reduce(0) { $0 + $1.clamped(to: range).count }
     }
 
     /// NVM byte offset of data-area block `block` (NVM tier only).

@@ -50,6 +50,8 @@ public enum DigestError: Error, CustomStringConvertible {
 
 public struct DigestReport: Sendable {
     public var applied = 0
+    /// Of those, records coalescing skipped (their inode lived and died in the batch).
+    public var coalesced = 0
     public var refused: [(sequence: UInt64, reason: String)] = []
     public var damage: [LogDamage] = []
     public var end: LogEnd?
@@ -101,64 +103,251 @@ public final class Digester<NVM: PersistentMemory>: @unchecked Sendable {
         var scanner = LogScanner(region: regionView, epoch: UInt32(truncatingIfNeeded: descriptor.epoch), seed: recordSeed,
                                  startOffset: descriptor.digestedOffset, startSequence: descriptor.digestedSequence,
                                  searchPastDamage: recovery)
-        let transaction = MetadataTransaction(journal: journal)
-        var batch = Batch(transaction: transaction, keepsOrphans: recovery)
-        var report = DigestReport()
-        // Leave room in the journal for the last record's changes and the cursor.
-        let budget = journal.capacityBytes / 2
-        while report.applied + report.refused.count < maxRecords, transaction.journalBytes < budget,
-              let record = scanner.next() {
-            // Copy out, then verify the copy: the client may be writing its region right now.
+        // 1. The window: up to `maxRecords` records, each copied out of the client-writable
+        //    region and verified on the copy (the client may be writing its region right now),
+        //    then decoded. A record that fails either is refused here.
+        var window: [WindowRecord] = []
+        while window.count < maxRecords, let record = scanner.next() {
             let payload = Array(regionView[Int(record.payloadOffset) ..< Int(record.payloadOffset) + Int(record.header.payloadBytes)])
             let data = Array(regionView[Int(record.dataOffset) ..< Int(record.dataOffset) + Int(record.header.dataBytes)])
+            var entry = WindowRecord(sequence: record.header.sequence, cursorOffset: scanner.offset, cursorSequence: scanner.nextSequence,
+                                     operation: nil, data: data, refusal: nil)
             let verified = payload.withUnsafeBytes { p in
                 data.withUnsafeBytes { d in LogRecordHeader.bodyChecksum(payload: p, data: d, seed: recordSeed) }
             } == record.header.bodyCRC
-            guard verified else {
-                report.refused.append((record.header.sequence, "record changed while it was digested"))
-                continue
-            }
-            let operation: LogOperation
-            do {
-                operation = try payload.withUnsafeBytes { (buffer: UnsafeRawBufferPointer) throws(FormatError) -> LogOperation in
-                    try LogOperation.decode(type: record.header.type, payload: buffer, dataBytes: record.header.dataBytes)
+            if !verified {
+                entry.refusal = "record changed while it was digested"
+            } else {
+                let decoded = payload.withUnsafeBytes { buffer in
+                    Result { () throws(FormatError) in
+                        try LogOperation.decode(type: record.header.type, payload: buffer, dataBytes: record.header.dataBytes)
+                    }
                 }
-            } catch {
-                report.refused.append((record.header.sequence, "\(error)"))
-                continue
+                switch decoded {
+                case let .success(operation): entry.operation = operation
+                case let .failure(error): entry.refusal = "\(error)"
+                }
             }
-            do {
+            window.append(entry)
+        }
+        var report = DigestReport()
+        report.damage = scanner.damage
+        // 2. Apply. A batch that fills its share of the journal stops early; if it stopped
+        //    inside a group coalescing skipped, it is rolled back and applied again over the
+        //    records that fit, so every group is applied whole or skipped whole.
+        var count = window.count
+        while true {
+            let skipped = recovery ? [:] : Self.coalescible(window[0 ..< count], isOpen: isOpen)
+            let transaction = MetadataTransaction(journal: journal)
+            var batch = Batch(transaction: transaction, keepsOrphans: recovery)
+            // Leave room in the journal for the last record's changes and the cursor.
+            let budget = journal.capacityBytes / 2
+            var applied = 0, refused: [(sequence: UInt64, reason: String)] = [], released: [UInt64] = []
+            var index = 0
+            while index < count, transaction.journalBytes < budget {
+                let entry = window[index]
+                index += 1
+                if let reason = entry.refusal {
+                    refused.append((entry.sequence, reason))
+                    continue
+                }
+                let operation = entry.operation!
+                if case let .write(first) = operation, batch.writing?.inode.number != first.inode, skipped[index - 1] == nil {
+                    // A run of writes to one file starts: tell it what is coming.
+                    var ranges: [Range<UInt64>] = []
+                    var next = index - 1
+                    while next < count, ranges.count < 4096, let upcoming = window[next].operation,
+                          case let .write(write) = upcoming, write.inode == first.inode, skipped[next] == nil {
+                        let (end, overflow) = write.offset.addingReportingOverflow(UInt64(write.length))
+                        if !overflow { ranges.append(write.offset ..< end) }
+                        next += 1
+                    }
+                    batch.lookahead = ranges
+                }
                 do {
-                    try apply(operation, data: data, batch: &batch)
-                } catch let error as InodeError {
-                    // A number outside the table is the record's fault, not the shared area's.
-                    if case .outOfRange = error { throw Refusal("\(error)") }
-                    throw error
+                    do {
+                        if let group = skipped[index - 1] {
+                            // Coalesced: a file created and removed in this window costs
+                            // nothing but its parents' times.
+                            try touchParents(of: operation, batch: &batch)
+                            if group.isCreate { released.append(group.inode) }
+                        } else {
+                            try apply(operation, data: entry.data, batch: &batch)
+                        }
+                    } catch let error as InodeError {
+                        // A number outside the table is the record's fault, not the shared area's.
+                        if case .outOfRange = error { throw Refusal("\(error)") }
+                        throw error
+                    }
+                    applied += 1
+                } catch let refusal as Refusal {
+                    refused.append((entry.sequence, refusal.reason))
+                } catch {
+                    rollBack(transaction)
+                    throw Self.classify(error)
                 }
-                report.applied += 1
-            } catch let refusal as Refusal {
-                report.refused.append((record.header.sequence, refusal.reason))
+            }
+            if index < count {
+                let straddles = Set(skipped.filter { $0.key < index }.map(\.value.inode))
+                    .intersection(skipped.filter { $0.key >= index }.map(\.value.inode))
+                if !straddles.isEmpty {
+                    rollBack(transaction)
+                    count = index
+                    continue
+                }
+            }
+            do {
+                try finishWrites(&batch)
             } catch {
                 rollBack(transaction)
                 throw Self.classify(error)
             }
+            report.applied = applied
+            report.coalesced = skipped.keys.filter { $0 < index }.count
+            report.refused = refused
+            if index == window.count {
+                report.end = scanner.end
+                report.cursorOffset = scanner.offset
+                report.cursorSequence = scanner.nextSequence
+            } else {
+                // Stopped early: the cursor is just after the last record taken.
+                report.cursorOffset = window[index - 1].cursorOffset
+                report.cursorSequence = window[index - 1].cursorSequence
+            }
+            if window.isEmpty {
+                report.cursorOffset = scanner.offset
+                report.cursorSequence = scanner.nextSequence
+            }
+            let cursorOffset = report.cursorOffset, cursorSequence = report.cursorSequence
+            // Durability point of the batch: the journal's commit fence.
+            try commit(batch) {
+                try logTable.advanceDigestCursor(region, offset: cursorOffset + UInt64(LogRecordHeader.encodedBytes) > layout.logRegionBytes ? 0 : cursorOffset,
+                                                 sequence: cursorSequence, in: transaction)
+            }
+            // Numbers of coalesced creates were never written: free for anyone again.
+            inodes.release(released)
+            return report
         }
-        report.damage = scanner.damage
-        report.end = scanner.end
-        report.cursorOffset = scanner.offset
-        report.cursorSequence = scanner.nextSequence
-        do {
-            try finishWrites(&batch)
-        } catch {
-            rollBack(transaction)
-            throw Self.classify(error)
+    }
+
+    /// The records of one inode in a digest window, for coalescing.
+    struct Life {
+        var records: [Int] = []
+        var links: Int64 = 0
+        var eligible = true
+        var ended = false
+        var create = 0
+    }
+
+    /// One record of a digest window, copied out of the log.
+    struct WindowRecord {
+        var sequence: UInt64
+        /// The digest cursor just after this record.
+        var cursorOffset: UInt64
+        var cursorSequence: UInt64
+        var operation: LogOperation?
+        var data: [UInt8]
+        var refusal: String?
+    }
+
+    /// A record coalescing skips: it belongs to the life of `inode`, created and removed in
+    /// the window.
+    struct SkippedRecord {
+        var inode: UInt64
+        var isCreate: Bool
+    }
+
+    /// The records of inodes created and removed within `window` (by index): creates,
+    /// their data and attribute changes, links and the unlinks that end them. An inode
+    /// qualifies only when every record naming it is of those kinds (no rename moves or
+    /// replaces it, nothing is created inside it), its links reach zero at its last record,
+    /// and it is not open (an open orphan must live on).
+    static func coalescible(_ window: ArraySlice<WindowRecord>, isOpen: (@Sendable (UInt64) -> Bool)?) -> [Int: SkippedRecord] {
+        var lives: [UInt64: Life] = [:]
+        func disqualify(_ number: UInt64) { lives[number]?.eligible = false }
+        for index in window.indices {
+            guard let operation = window[index].operation else { continue }
+            switch operation {
+            case let .create(a), let .mkdir(a), let .mknod(a):
+                disqualify(a.parent)
+                if lives[a.inode] == nil {
+                    var life = Life()
+                    life.links = a.mode & Inode.typeMask == Inode.typeDirectory ? 2 : 1
+                    life.records = [index]
+                    life.create = index
+                    lives[a.inode] = life
+                } else {
+                    disqualify(a.inode)
+                }
+            case let .symlink(a):
+                disqualify(a.parent)
+                if lives[a.inode] == nil {
+                    var life = Life()
+                    life.links = 1
+                    life.records = [index]
+                    life.create = index
+                    lives[a.inode] = life
+                } else {
+                    disqualify(a.inode)
+                }
+            case let .link(a):
+                disqualify(a.parent)
+                if lives[a.inode]?.ended == true { disqualify(a.inode) }
+                lives[a.inode]?.links += 1
+                lives[a.inode]?.records.append(index)
+            case let .unlink(a), let .rmdir(a):
+                disqualify(a.parent)
+                if lives[a.inode]?.ended == true { disqualify(a.inode) }
+                if case .rmdir = operation { lives[a.inode]?.links = 0 } else { lives[a.inode]?.links -= 1 }
+                lives[a.inode]?.records.append(index)
+                if lives[a.inode]?.links == 0 { lives[a.inode]?.ended = true }
+            case let .rename(a):
+                disqualify(a.oldParent)
+                disqualify(a.newParent)
+                disqualify(a.source)
+                disqualify(a.replaced)
+            case let .write(a):
+                if lives[a.inode]?.ended == true { disqualify(a.inode) }
+                lives[a.inode]?.records.append(index)
+            case let .truncate(a):
+                if lives[a.inode]?.ended == true { disqualify(a.inode) }
+                lives[a.inode]?.records.append(index)
+            case let .fallocate(a):
+                if lives[a.inode]?.ended == true { disqualify(a.inode) }
+                lives[a.inode]?.records.append(index)
+            case let .setattr(a):
+                if lives[a.inode]?.ended == true { disqualify(a.inode) }
+                lives[a.inode]?.records.append(index)
+            case let .setxattr(a):
+                if lives[a.inode]?.ended == true { disqualify(a.inode) }
+                lives[a.inode]?.records.append(index)
+            case let .removexattr(a):
+                if lives[a.inode]?.ended == true { disqualify(a.inode) }
+                lives[a.inode]?.records.append(index)
+            }
         }
-        // Durability point of the batch: the journal's commit fence.
-        try commit(batch) {
-            try logTable.advanceDigestCursor(region, offset: scanner.offset + UInt64(LogRecordHeader.encodedBytes) > layout.logRegionBytes ? 0 : scanner.offset,
-                                             sequence: scanner.nextSequence, in: transaction)
+        var skipped: [Int: SkippedRecord] = [:]
+        for (number, life) in lives where life.eligible && life.ended && isOpen?(number) != true {
+            for index in life.records { skipped[index] = SkippedRecord(inode: number, isCreate: index == life.create) }
         }
-        return report
+        return skipped
+    }
+
+    /// What a coalesced record still does: the directories it named get its time as their
+    /// mtime and ctime (as applying it and its partners would have left them).
+    private func touchParents(of operation: LogOperation, batch: inout Batch) throws {
+        let parent: UInt64, time: Timestamp
+        switch operation {
+        case let .create(a), let .mkdir(a), let .mknod(a): (parent, time) = (a.parent, a.time)
+        case let .symlink(a): (parent, time) = (a.parent, a.time)
+        case let .link(a): (parent, time) = (a.parent, a.time)
+        case let .unlink(a), let .rmdir(a): (parent, time) = (a.parent, a.time)
+        default: return
+        }
+        var directory = try liveDirectory(parent, in: batch.transaction)
+        directory.mtime = time
+        directory.ctime = time
+        try inodes.write(directory, in: batch.transaction)
     }
 
     // MARK: - Orphans
@@ -291,12 +480,27 @@ public final class Digester<NVM: PersistentMemory>: @unchecked Sendable {
         /// stores them once, when the run ends (another record, or the end of the batch),
         /// instead of once per record.
         var writing: (inode: Inode, map: ExtentMap<NVM>)?
+        /// The byte ranges of the run's writes (set when a run starts): the blocks they
+        /// need are allocated together, in one allocator call, into `reserve`.
+        var lookahead: [Range<UInt64>] = []
+        var reserve: [UInt64] = []
+        var reserveNext = 0
     }
 
     /// Ends a run of writes: the file's map and inode go into the transaction.
     private func finishWrites(_ batch: inout Batch) throws {
         guard var (inode, map) = batch.writing else { return }
         batch.writing = nil
+        // Blocks reserved for the run and not used (a write that overwrote after all).
+        var unused = batch.reserve[batch.reserveNext...].sorted()[...]
+        batch.reserve = []
+        batch.reserveNext = 0
+        while let first = unused.first {
+            var end = first + 1
+            unused = unused.dropFirst()
+            while unused.first == end { end += 1; unused = unused.dropFirst() }
+            try allocator.free(first ..< end, in: batch.transaction)
+        }
         try storeMap(&map, into: &inode, batch.transaction)
         try inodes.write(inode, in: batch.transaction)
     }
@@ -430,7 +634,27 @@ public final class Digester<NVM: PersistentMemory>: @unchecked Sendable {
             if batch.writing?.inode.number != arguments.inode {
                 try finishWrites(&batch)
                 let inode = try regularFile(arguments.inode, in: transaction)
-                batch.writing = (inode, try ExtentMap<NVM>(inode: inode, transaction: transaction, nvmData: allocator.device, seed: seed))
+                let map = try ExtentMap<NVM>(inode: inode, transaction: transaction, nvmData: allocator.device, seed: seed)
+                // One allocation for the whole run: the blocks its writes need that the
+                // file has no NVM block for.
+                var planned = Set<UInt64>()
+                for range in batch.lookahead where !range.isEmpty && planned.count < 65536 {
+                    for logical in range.lowerBound / Self.blockBytes ... (range.upperBound - 1) / Self.blockBytes
+                        where planned.count < 65536 {
+                        if let extent = map.lookup(logical), extent.tier == .nvm, !extent.flags.contains(.compressed) { continue }
+                        planned.insert(logical)
+                    }
+                }
+                batch.lookahead = []
+                if planned.count > 1 {
+                    do {
+                        batch.reserve = try allocateBlocks(UInt64(planned.count), transaction)
+                    } catch let error as DigestError {
+                        // Not room for the whole run: its writes allocate one by one.
+                        guard case .noSpace = error else { throw error }
+                    }
+                }
+                batch.writing = (inode, map)
             }
             var (inode, map) = batch.writing!
             batch.writing = nil
@@ -766,7 +990,13 @@ public final class Digester<NVM: PersistentMemory>: @unchecked Sendable {
             missing.append(logical)
         }
         if !missing.isEmpty {
-            var fresh = try allocateRuns(UInt64(missing.count), batch.transaction).lazy.flatMap { $0 }.makeIterator()
+            let reserved = min(missing.count, batch.reserve.count - batch.reserveNext)
+            var blocks = Array(batch.reserve[batch.reserveNext ..< batch.reserveNext + reserved])
+            batch.reserveNext += reserved
+            if blocks.count < missing.count {
+                blocks += try allocateBlocks(UInt64(missing.count - blocks.count), batch.transaction)
+            }
+            var fresh = blocks.makeIterator()
             for logical in missing {
                 let block = fresh.next()!
                 batch.freed += map.map(Extent(logicalBlock: logical, physicalBlock: block, blockCount: 1, tier: .nvm))

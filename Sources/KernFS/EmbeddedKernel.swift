@@ -43,6 +43,39 @@ final class KernelLock: @unchecked Sendable {
     }
 }
 
+/// A reader-writer lock that prefers writers (a commit is never starved by reads).
+final class SharedAreaLock: @unchecked Sendable {
+    private let lock: UnsafeMutablePointer<pthread_rwlock_t>
+
+    init() {
+        lock = .allocate(capacity: 1)
+        lock.initialize(to: pthread_rwlock_t())
+        var attributes = pthread_rwlockattr_t()
+        pthread_rwlockattr_init(&attributes)
+        pthread_rwlockattr_setkind_np(&attributes, Int32(PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP))
+        pthread_rwlock_init(lock, &attributes)
+        pthread_rwlockattr_destroy(&attributes)
+    }
+
+    deinit {
+        pthread_rwlock_destroy(lock)
+        lock.deallocate()
+    }
+
+    @inline(__always)
+    func reading<T, E: Error>(_ body: () throws(E) -> T) throws(E) -> T {
+        pthread_rwlock_rdlock(lock)
+        defer { pthread_rwlock_unlock(lock) }
+        return try body()
+    }
+
+    func writing(_ body: () -> Void) {
+        pthread_rwlock_wrlock(lock)
+        defer { pthread_rwlock_unlock(lock) }
+        body()
+    }
+}
+
 public final class EmbeddedKernel<NVM: PersistentMemory>: FileSystemKernel, @unchecked Sendable {
     public let nvm: NVM
     public let superblock: Superblock
@@ -54,9 +87,19 @@ public final class EmbeddedKernel<NVM: PersistentMemory>: FileSystemKernel, @unc
     public let recovered: [RegionRecovery]
     /// Records refused by digests since the kernel opened (region, sequence, reason).
     public private(set) var refusals: [(region: Int, sequence: UInt64, reason: String)] = []
+    /// Records coalescing skipped since the kernel opened (inodes created and removed
+    /// within one batch).
+    public private(set) var coalescedRecords = 0
     /// Keeps the volume (its lock, its mapping) alive while the kernel is.
     private let owner: AnyObject?
+    /// Serialises everything that changes the shared area or the kernel's DRAM state
+    /// (digest batches, inode numbers, orphans, open counts, statistics).
     private let lock = KernelLock()
+    /// Readers of the shared area take it shared; a commit's in-place application takes it
+    /// exclusively. Readers touch NVM only (never the allocator's or inode table's DRAM
+    /// state), and what a batch writes before its commit is either unreferenced (new
+    /// blocks) or bytes LibFS's pending state still covers, so reads go on during a digest.
+    private let shared = SharedAreaLock()
     private var openCounts: [UInt64: Int] = [:]
     private let seed: UInt32
 
@@ -87,6 +130,7 @@ public final class EmbeddedKernel<NVM: PersistentMemory>: FileSystemKernel, @unc
         }
         // Called by the digester with the kernel lock held, like every use of `openCounts`.
         digester.isOpen = { [unowned self] number in openCounts[number] != nil }
+        digester.journal.applyExclusively = { [shared] apply in shared.writing(apply) }
     }
 
     static func report(_ message: String) {
@@ -136,6 +180,7 @@ public final class EmbeddedKernel<NVM: PersistentMemory>: FileSystemKernel, @unc
                 Self.report("\(error)")
                 throw Self.errno(error)
             }
+            coalescedRecords += report.coalesced
             for refusal in report.refused {
                 Self.report("log \(region): refused record \(refusal.sequence): \(refusal.reason)")
                 refusals.append((region, refusal.sequence, refusal.reason))
@@ -181,7 +226,7 @@ public final class EmbeddedKernel<NVM: PersistentMemory>: FileSystemKernel, @unc
     }
 
     public func inode(_ number: UInt64) throws(Errno) -> ShaleFormat.Inode? {
-        try lock.run { () throws(Errno) -> ShaleFormat.Inode? in try readInode(number, readTransaction()) }
+        try shared.reading { () throws(Errno) -> ShaleFormat.Inode? in try readInode(number, readTransaction()) }
     }
 
     private func directoryParts(_ number: UInt64, _ transaction: MetadataTransaction<NVM>) throws(Errno)
@@ -198,7 +243,7 @@ public final class EmbeddedKernel<NVM: PersistentMemory>: FileSystemKernel, @unc
     }
 
     public func lookup(directory: UInt64, name: [UInt8]) throws(Errno) -> SharedDirectoryEntry? {
-        try lock.run { () throws(Errno) -> SharedDirectoryEntry? in
+        try shared.reading { () throws(Errno) -> SharedDirectoryEntry? in
             guard let (store, map) = try directoryParts(directory, readTransaction()) else { return nil }
             do {
                 guard let entry = try store.lookup(name, in: map) else { return nil }
@@ -211,7 +256,7 @@ public final class EmbeddedKernel<NVM: PersistentMemory>: FileSystemKernel, @unc
     }
 
     public func list(directory: UInt64, after cookie: UInt64, limit: Int) throws(Errno) -> (entries: [SharedDirectoryEntry], next: UInt64?) {
-        try lock.run { () throws(Errno) -> (entries: [SharedDirectoryEntry], next: UInt64?) in
+        try shared.reading { () throws(Errno) -> (entries: [SharedDirectoryEntry], next: UInt64?) in
             guard let (store, map) = try directoryParts(directory, readTransaction()) else { return ([], nil) }
             do {
                 let listing = try store.list(map, after: cookie, limit: limit)
@@ -236,7 +281,7 @@ public final class EmbeddedKernel<NVM: PersistentMemory>: FileSystemKernel, @unc
     }
 
     public func read(inode number: UInt64, at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws(Errno) {
-        try lock.run { () throws(Errno) in
+        try shared.reading { () throws(Errno) in
             guard let base = buffer.baseAddress, buffer.count > 0 else { return }
             base.initializeMemory(as: UInt8.self, repeating: 0, count: buffer.count)
             let transaction = readTransaction()
@@ -270,7 +315,7 @@ public final class EmbeddedKernel<NVM: PersistentMemory>: FileSystemKernel, @unc
     }
 
     public func dataBlocks(inode number: UInt64) throws(Errno) -> [Range<UInt64>] {
-        try lock.run { () throws(Errno) -> [Range<UInt64>] in
+        try shared.reading { () throws(Errno) -> [Range<UInt64>] in
             let transaction = readTransaction()
             guard let inode = try readInode(number, transaction) else { return [] }
             if case .inline = inode.mapping { return inode.size > 0 ? [0 ..< 1] : [] }
@@ -288,7 +333,7 @@ public final class EmbeddedKernel<NVM: PersistentMemory>: FileSystemKernel, @unc
     }
 
     public func symlinkTarget(inode number: UInt64) throws(Errno) -> [UInt8] {
-        try lock.run { () throws(Errno) -> [UInt8] in
+        try shared.reading { () throws(Errno) -> [UInt8] in
             let transaction = readTransaction()
             guard let inode = try readInode(number, transaction), inode.mode & Inode.typeMask == Inode.typeSymlink else {
                 throw .invalidArgument
@@ -303,7 +348,7 @@ public final class EmbeddedKernel<NVM: PersistentMemory>: FileSystemKernel, @unc
     }
 
     public func extendedAttributes(inode number: UInt64) throws(Errno) -> [(name: [UInt8], value: [UInt8])] {
-        try lock.run { () throws(Errno) -> [(name: [UInt8], value: [UInt8])] in
+        try shared.reading { () throws(Errno) -> [(name: [UInt8], value: [UInt8])] in
             let transaction = readTransaction()
             guard let inode = try readInode(number, transaction) else { return [] }
             do {

@@ -96,8 +96,16 @@ public final class MetadataJournal<NVM: PersistentMemory>: @unchecked Sendable {
         encoded.header.withUnsafeBytes { nvm.storeFlush($0, at: area) }
         // Commit point.
         nvm.fence()
-        apply(writes, sequence: sequence)
+        if let exclusive = applyExclusively {
+            exclusive { apply(writes, sequence: sequence) }
+        } else {
+            apply(writes, sequence: sequence)
+        }
     }
+
+    /// Wraps the in-place application of each committed transaction, the only time shared
+    /// metadata changes under a reader's feet (`EmbeddedKernel` excludes its readers then).
+    public var applyExclusively: ((() -> Void) -> Void)?
 
     /// The committed transaction a crash left unapplied, if there is one, without applying it
     /// (a read-only check looks at the shared area as recovery will leave it).

@@ -22,6 +22,11 @@ public final class MetadataTransaction<NVM: PersistentMemory> {
         /// write header apart (closer ones are merged: one write is then no dearer than two).
         var spans: [Range<Int>] = []
 
+        /// Journal bytes of this block's writes.
+        var journalBytes: Int {
+            spans.reduce(0) { $0 + JournalWrite.headerBytes + ($1.count + 7) / 8 * 8 }
+        }
+
         mutating func mark(_ range: Range<Int>) {
             let gap = JournalWrite.headerBytes
             var merged = range
@@ -51,11 +56,19 @@ public final class MetadataTransaction<NVM: PersistentMemory> {
 
     public var isEmpty: Bool { blocks.isEmpty }
 
-    /// Bytes the transaction will take in the journal.
-    public var journalBytes: Int {
-        blocks.values.reduce(0) { total, dirty in
-            dirty.spans.reduce(total) { $0 + JournalWrite.headerBytes + ($1.count + 7) / 8 * 8 }
-        }
+    /// Bytes the transaction will take in the journal (kept as writes arrive: the digest
+    /// asks after every record), including what deferred writers have reserved.
+    public var journalBytes: Int { writtenJournalBytes + reservedJournalBytes }
+    private var writtenJournalBytes = 0
+    private var reservedJournalBytes = 0
+    private var beforeCommitActions: [() throws(JournalError) -> Void] = []
+
+    /// A writer that keeps its changes in DRAM until the commit (the block allocator's
+    /// bitmaps) says here how many journal bytes they may take at most, and writes them
+    /// from `action`, which runs first thing in `commit`.
+    public func deferWrites(reservingJournalBytes bytes: Int, _ action: (() throws(JournalError) -> Void)? = nil) {
+        reservedJournalBytes += bytes
+        if let action { beforeCommitActions.append(action) }
     }
 
     /// The bytes at `offset`, with this transaction's changes applied.
@@ -100,7 +113,9 @@ public final class MetadataTransaction<NVM: PersistentMemory> {
             }
             // Changed in place through the dictionary (no copy of the image per write).
             blocks[block]!.image.replaceSubrange(within ..< within + take, with: bytes[done ..< done + take])
+            writtenJournalBytes -= blocks[block]!.journalBytes
             blocks[block]!.mark(within ..< within + take)
+            writtenJournalBytes += blocks[block]!.journalBytes
             done += take
         }
     }
@@ -156,12 +171,19 @@ public final class MetadataTransaction<NVM: PersistentMemory> {
     /// durable in place; the transaction is empty again.
     public func commit() throws(JournalError) {
         do {
+            let actions = beforeCommitActions
+            beforeCommitActions.removeAll()
+            for action in actions { try action() }
+            reservedJournalBytes = 0
             try journal.commit(journalWrites)
         } catch {
             abort()
             throw error
         }
         blocks.removeAll()
+        writtenJournalBytes = 0
+        reservedJournalBytes = 0
+        beforeCommitActions.removeAll()
         order.removeAll()
         finish(committed: true)
     }
@@ -169,6 +191,9 @@ public final class MetadataTransaction<NVM: PersistentMemory> {
     /// Forgets every change.
     public func abort() {
         blocks.removeAll()
+        writtenJournalBytes = 0
+        reservedJournalBytes = 0
+        beforeCommitActions.removeAll()
         order.removeAll()
         finish(committed: false)
     }

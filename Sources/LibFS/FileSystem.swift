@@ -65,6 +65,9 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
     var pending = PendingState()
     private var files: [Int32: OpenFile] = [:]
     private var openCounts: [UInt64: Int] = [:]
+    /// Open inodes the kernel was told about (`setOpen`): only those that lost a link while
+    /// open, so that opening and closing an ordinary file never waits on the kernel.
+    private var announcedOpen: Set<UInt64> = []
     private var nextDescriptor: Int32 = 3
     private var spareInodeNumbers: [UInt64] = []
     private var sharedFreeBlocks: UInt64 = 0
@@ -441,7 +444,7 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
 
     private func takeInodeNumber() throws(Errno) -> UInt64 {
         if spareInodeNumbers.isEmpty {
-            spareInodeNumbers = try kernel.reserveInodeNumbers(64).reversed()
+            spareInodeNumbers = try kernel.reserveInodeNumbers(256).reversed()
         }
         guard let number = spareInodeNumbers.popLast() else { throw .noSpace }
         return number
@@ -619,6 +622,15 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
 
     // MARK: - Removing
 
+    /// Before a record that removes a name of `victim` is logged: if the process has it open,
+    /// the kernel must keep it (an orphan) when the digest removes its last link. Told
+    /// before the append, since the background digest may apply the record at once.
+    private func announceIfOpen(_ victim: Inode) {
+        guard openCounts[victim.number] != nil, !announcedOpen.contains(victim.number) else { return }
+        announcedOpen.insert(victim.number)
+        kernel.setOpen(victim.number, true)
+    }
+
     /// The inode loses one link (a removed name); at none it is gone once nothing has it open.
     private func dropLink(_ victim: Inode, time: Timestamp, sequence: UInt64) {
         var inode = victim
@@ -638,6 +650,7 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
             if trailingSlash { throw .notDirectory }
             try requireRemovable(victim, from: parent)
             let time = Self.now()
+            announceIfOpen(victim)
             let sequence = try append(.unlink(RemoveArguments(parent: parent.number, inode: victim.number, time: time, name: name)))
             var changedParent = parent
             changedParent.mtime = time
@@ -660,6 +673,7 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
             try requireRemovable(victim, from: parent)
             guard try isEmptyDirectory(victim.number) else { throw .directoryNotEmpty }
             let time = Self.now()
+            announceIfOpen(victim)
             let sequence = try append(.rmdir(RemoveArguments(parent: parent.number, inode: victim.number, time: time, name: name)))
             var changedParent = parent
             changedParent.linkCount -= 1
@@ -748,6 +762,7 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
             }
             try requireBlocks(1)
             let time = Self.now()
+            if let target, !flags.contains(.exchange) { announceIfOpen(target) }
             let sequence = try append(.rename(RenameArguments(
                 oldParent: oldParent.number, oldName: oldName, newParent: newParent.number, newName: newName,
                 flags: flags, source: source.number, replaced: target?.number ?? 0, time: time)))
@@ -878,7 +893,6 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
         nextDescriptor += 1
         files[number] = OpenFile(inode: inode.number, flags: flags, isDirectory: inode.isDirectory)
         openCounts[inode.number, default: 0] += 1
-        if openCounts[inode.number] == 1 { kernel.setOpen(inode.number, true) }
         return FileHandle(number: number)
     }
 
@@ -897,9 +911,9 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
         guard remaining == 0 else { return }
         if let inode = try inode(number), inode.linkCount == 0 {
             try digestToEnd()
-            kernel.setOpen(number, false)
+            if announcedOpen.remove(number) != nil { kernel.setOpen(number, false) }
             try kernel.releaseOrphan(number)
-        } else {
+        } else if announcedOpen.remove(number) != nil {
             kernel.setOpen(number, false)
         }
     }

@@ -33,18 +33,28 @@ struct DataPiece: Equatable {
     }
 }
 
-/// Sorted, non-overlapping pieces of one file.
+/// Sorted, non-overlapping pieces of one file, kept in chunks of a few dozen: an insert in
+/// the middle (a random write) shifts one chunk, not every piece pending for the file (a
+/// 64 MiB log holds thousands of 4 KiB writes to one file).
 struct DataIndex {
-    private(set) var pieces: [DataPiece] = []
+    /// No chunk is empty; every piece of a chunk ends before the next chunk's first starts.
+    private var chunks: [[DataPiece]] = []
+    /// The end of each chunk's last piece (searched without touching the chunks).
+    private var ends: [UInt64] = []
+    /// Pieces per chunk: a chunk that grows past twice this is split in two.
+    private static var chunkTarget: Int { 64 }
 
-    var isEmpty: Bool { pieces.isEmpty }
+    var isEmpty: Bool { chunks.isEmpty }
 
-    /// Index of the first piece ending after `offset`.
-    private func firstEnding(after offset: UInt64) -> Int {
-        var low = 0, high = pieces.count
+    /// Every piece, in order.
+    var pieces: [DataPiece] { Array(chunks.joined()) }
+
+    /// Index of the first chunk whose last piece ends after `offset`.
+    private func chunkEnding(after offset: UInt64) -> Int {
+        var low = 0, high = ends.count
         while low < high {
             let middle = (low + high) / 2
-            if pieces[middle].end <= offset { low = middle + 1 } else { high = middle }
+            if ends[middle] <= offset { low = middle + 1 } else { high = middle }
         }
         return low
     }
@@ -52,40 +62,109 @@ struct DataIndex {
     /// Lays `piece` over whatever it overlaps.
     mutating func insert(_ piece: DataPiece) {
         guard piece.start < piece.end else { return }
-        let first = firstEnding(after: piece.start)
+        let first = chunkEnding(after: piece.start)
         // Appends (the common case) touch nothing.
-        if first == pieces.count {
-            pieces.append(piece)
+        if first == chunks.count {
+            if let last = chunks.indices.last, chunks[last].count < Self.chunkTarget {
+                chunks[last].append(piece)
+                ends[last] = piece.end
+            } else {
+                chunks.append([piece])
+                ends.append(piece.end)
+            }
             return
         }
-        var last = first
-        var replacement: [DataPiece] = []
-        if pieces[first].start < piece.start, let left = pieces[first].clipped(to: pieces[first].start ..< piece.start) {
-            replacement.append(left)
+        // The pieces `piece` overlaps are in chunks first ..< last.
+        var last = first + 1
+        while last < chunks.count, chunks[last][0].start < piece.end { last += 1 }
+        if last == first + 1 {
+            chunks[first].layOver(piece)
+            ends[first] = chunks[first][chunks[first].count - 1].end
+            if chunks[first].count > 2 * Self.chunkTarget {
+                let upper = Array(chunks[first][Self.chunkTarget...])
+                chunks[first].removeSubrange(Self.chunkTarget...)
+                chunks.insert(upper, at: first + 1)
+                ends.insert(upper[upper.count - 1].end, at: first + 1)
+                ends[first] = chunks[first][Self.chunkTarget - 1].end
+            }
+        } else {
+            // Across chunks (a large write, a truncate): merge them, then cut again.
+            var merged = Array(chunks[first ..< last].joined())
+            merged.layOver(piece)
+            let cut = Self.cut(merged)
+            chunks.replaceSubrange(first ..< last, with: cut)
+            ends.replaceSubrange(first ..< last, with: cut.map { $0[$0.count - 1].end })
         }
-        while last < pieces.count, pieces[last].start < piece.end { last += 1 }
-        replacement.append(piece)
-        if last > first, pieces[last - 1].end > piece.end,
-           let right = pieces[last - 1].clipped(to: piece.end ..< pieces[last - 1].end) {
-            replacement.append(right)
-        }
-        pieces.replaceSubrange(first ..< last, with: replacement)
+    }
+
+    private static func cut(_ pieces: [DataPiece]) -> [[DataPiece]] {
+        stride(from: 0, to: pieces.count, by: chunkTarget).map { Array(pieces[$0 ..< min($0 + chunkTarget, pieces.count)]) }
     }
 
     /// The pieces overlapping `range`, clipped to it.
     func pieces(in range: Range<UInt64>) -> [DataPiece] {
         var result: [DataPiece] = []
-        var index = firstEnding(after: range.lowerBound)
-        while index < pieces.count, pieces[index].start < range.upperBound {
-            if let piece = pieces[index].clipped(to: range) { result.append(piece) }
-            index += 1
+        var chunk = chunkEnding(after: range.lowerBound)
+        guard chunk < chunks.count else { return result }
+        var index = chunks[chunk].firstEnding(after: range.lowerBound)
+        while chunk < chunks.count {
+            let pieces = chunks[chunk]
+            while index < pieces.count, pieces[index].start < range.upperBound {
+                if let piece = pieces[index].clipped(to: range) { result.append(piece) }
+                index += 1
+            }
+            if index < pieces.count { break }
+            chunk += 1
+            index = 0
         }
         return result
     }
 
     /// Drops pieces written by records before `sequence` (digested).
     mutating func prune(before sequence: UInt64) {
-        pieces.removeAll { $0.sequence < sequence }
+        var remaining = 0
+        for index in chunks.indices {
+            chunks[index].removeAll { $0.sequence < sequence }
+            remaining += chunks[index].count
+        }
+        chunks.removeAll { $0.isEmpty }
+        // Pruning leaves small chunks behind: regroup when they are mostly small.
+        if chunks.count > 1, remaining < chunks.count * Self.chunkTarget / 4 {
+            chunks = Self.cut(pieces)
+        }
+        ends = chunks.map { $0[$0.count - 1].end }
+    }
+}
+
+extension [DataPiece] {
+    /// Index of the first piece ending after `offset` (the array sorted, non-overlapping).
+    fileprivate func firstEnding(after offset: UInt64) -> Int {
+        var low = 0, high = count
+        while low < high {
+            let middle = (low + high) / 2
+            if self[middle].end <= offset { low = middle + 1 } else { high = middle }
+        }
+        return low
+    }
+
+    /// Lays `piece` over the pieces of a sorted, non-overlapping array, in place: the parts
+    /// of overlapped pieces outside it stay.
+    fileprivate mutating func layOver(_ piece: DataPiece) {
+        let first = firstEnding(after: piece.start)
+        var last = first
+        while last < count, self[last].start < piece.end { last += 1 }
+        let left = first < last && self[first].start < piece.start ? self[first].clipped(to: self[first].start ..< piece.start) : nil
+        let right = first < last && self[last - 1].end > piece.end ? self[last - 1].clipped(to: piece.end ..< self[last - 1].end) : nil
+        // The common cases without a general replace: a piece in a gap, or over exactly one.
+        if first == last {
+            insert(piece, at: first)
+        } else if last == first + 1, left == nil, right == nil {
+            self[first] = piece
+        } else {
+            replaceSubrange(first ..< last, with: CollectionOfOne(piece))
+            if let right { insert(right, at: first + 1) }
+            if let left { insert(left, at: first) }
+        }
     }
 }
 
@@ -136,6 +215,9 @@ struct PendingState {
 
     /// Forgets everything records before `sequence` produced: the shared area has it.
     mutating func prune(before sequence: UInt64) {
+        // A file's data index is pruned whole, so once per call however many of its writes
+        // were digested (a batch holds thousands of writes to one file).
+        var prunedData: Set<UInt64> = []
         while touchesHead < touches.count, touches[touchesHead].sequence < sequence {
             switch touches[touchesHead].touch {
             case let .inode(number):
@@ -146,7 +228,7 @@ struct PendingState {
                     if entries[directory]!.isEmpty { entries[directory] = nil }
                 }
             case let .data(number):
-                if data[number] != nil {
+                if data[number] != nil, prunedData.insert(number).inserted {
                     data[number]!.prune(before: sequence)
                     if data[number]!.isEmpty { data[number] = nil }
                 }
@@ -163,5 +245,15 @@ struct PendingState {
             dropped += 1
         }
         blockDemands.removeFirst(dropped)
+        // Collections keep their capacity when emptied: a burst of creates leaves hundreds of
+        // megabytes of empty tables behind. Once everything is digested, let them go.
+        if touchesHead == touches.count {
+            touches = []
+            touchesHead = 0
+        }
+        if inodes.isEmpty { inodes = [:] }
+        if entries.isEmpty { entries = [:] }
+        if data.isEmpty { data = [:] }
+        if blockDemands.isEmpty { blockDemands = [] }
     }
 }

@@ -60,3 +60,64 @@ struct FileSystemBasicsTests {
         #expect(again.kernel.recovered.first?.applied ?? 0 > 0)
     }
 }
+
+struct CoalescingTests {
+    @Test func aFileCreatedAndRemovedInOneBatchCostsNothing() throws {
+        // A log big enough that no digest runs before the explicit one.
+        let fs = try simulatedFileSystem(logBytes: 4 << 20)
+        try fs.mkdir("/tmp")
+        try fs.writeFile("/tmp/keep", [1])
+        try fs.digest()
+        let freeBefore = fs.kernel.allocator.freeBlocks
+        let inodesBefore = fs.kernel.inodes.freeCount
+        for round in 0 ..< 20 {
+            try fs.writeFile(Path("/tmp/scratch\(round)"), [UInt8](repeating: UInt8(round), count: 50_000))
+            try fs.setxattr(Path("/tmp/scratch\(round)"), name: "user.a", value: [1])
+            try fs.unlink(Path("/tmp/scratch\(round)"))
+        }
+        try fs.mkdir("/tmp/sub")
+        try fs.rmdir("/tmp/sub")
+        let before = try fs.stat("/tmp")
+        try fs.digest()
+        // Nothing of the twenty files reached the shared area: each one's create, write,
+        // setxattr and unlink were skipped (and the directory's mkdir and rmdir).
+        #expect(fs.kernel.coalescedRecords == 20 * 4 + 2)
+        #expect(fs.kernel.allocator.freeBlocks == freeBefore)
+        #expect(fs.kernel.inodes.freeCount >= inodesBefore)
+        // The directory's times are what applying every record would have left.
+        let after = try fs.stat("/tmp")
+        #expect(after.mtime == before.mtime && after.ctime == before.ctime && after.linkCount == 2)
+        #expect(try fs.listDirectory("/tmp").map(\.nameString) == ["keep"])
+        #expect(fs.refusedRecords == 0)
+    }
+
+    /// A batch that fills its share of the metadata journal stops early; when it stops
+    /// between a file's create and its removal, the file is applied both ways rather than
+    /// skipped at one end only (which would leave the removal to a later batch that cannot
+    /// find the name).
+    @Test func aLifeStraddlingAFullJournalIsAppliedWhole() throws {
+        let fs = try simulatedFileSystem(logBytes: 8 << 20)
+        try fs.writeFile("/x", [1])
+        for index in 0 ..< 4000 { try fs.mkdir(Path("/d\(index)")) }
+        try fs.unlink("/x")
+        let batchesBefore = fs.digestBatches
+        try fs.digest()
+        #expect(fs.digestBatches - batchesBefore >= 2, "the journal budget should have split the digest")
+        #expect(fs.refusedRecords == 0)
+        #expect(fs.kernel.coalescedRecords == 0)
+        #expect(errnoOf { _ = try fs.stat("/x") } == .noSuchFileOrDirectory)
+        #expect(try fs.listDirectory("/").count == 4000)
+    }
+
+    @Test func anOpenFileRemovedInTheBatchIsNotCoalescedAway() throws {
+        let fs = try simulatedFileSystem()
+        try fs.writeFile("/f", [1, 2, 3])
+        let handle = try fs.open("/f", .readWrite)
+        try fs.unlink("/f")
+        try fs.digest()
+        #expect(try fs.pread(handle, count: 3, at: 0) == [1, 2, 3])
+        try fs.close(handle)
+        #expect(fs.kernel.coalescedRecords == 0)
+        #expect(fs.refusedRecords == 0)
+    }
+}

@@ -12,7 +12,8 @@ let package = Package(
     targets: [
         .executableTarget(name: "shale-bench",
                           dependencies: [.product(name: "ShaleMedia", package: "Shale"),
-                                         .product(name: "LibFS", package: "Shale")]),
+                                         .product(name: "LibFS", package: "Shale"),
+                                         .product(name: "KernFS", package: "Shale")]),
     ],
     swiftLanguageModes: [.v6]
 )

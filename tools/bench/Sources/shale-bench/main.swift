@@ -3,7 +3,9 @@
 // that the noise of this shared machine falls on both sides alike.
 //
 //   shale-bench persist [--nvm PATH] [--rounds N]
+//   shale-bench log [--rounds N]
 //   shale-bench block --file PATH [--seconds S] [--rounds N] [--pattern randwrite4k|seqwrite1m]
+//   shale-bench fs-… (the file-system benchmarks: FileSystemBench.swift)
 //
 // Output: one line per measurement, "name value unit", then medians; tools/bench/run turns
 // them into the table in docs/benchmarks.md.
@@ -261,5 +263,10 @@ switch CommandLine.arguments.dropFirst().first {
 case "persist": persistBenchmark()
 case "block": blockBenchmark()
 case "log": logBenchmark()
-default: fail("usage: shale-bench persist [--nvm PATH] [--rounds N] | block --file PATH [--pattern randwrite4k|seqwrite1m] [--seconds S] [--depth N]")
+case "fs-write4k": fsWrite4kBenchmark()
+case "fs-append128": fsAppend128Benchmark()
+case "fs-smallfiles": fsSmallFilesBenchmark()
+case "fs-digest": fsDigestBenchmark()
+case "fs-memory": fsMemoryBenchmark()
+default: fail("usage: shale-bench persist [--nvm PATH] [--rounds N] | log [--rounds N] | block --file PATH [--pattern randwrite4k|seqwrite1m] [--seconds S] [--depth N] | fs-write4k|fs-append128|fs-smallfiles --ext4 DIR --tmpfs DIR [--rounds N] [--ops N|--files N] | fs-digest [--rounds N] [--mib N] | fs-memory [--files N] [--data-gib N]")
 }
