@@ -58,7 +58,12 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
     public static var xattrBytesMax: Int { XattrBlock.setBytesMax }
 
     public let kernel: Kernel
+    /// The process's credentials: those of every call that names none (`as:`).
     public var credentials: Credentials
+    /// The credentials of the call in progress, set under the lock when each call begins
+    /// (its `as:` argument, or `credentials`): every permission check uses these. A front end
+    /// serving many processes (FUSE) passes each request's caller.
+    private var caller: Credentials
     let monitor = Monitor()
     let log: OperationLog<NVM>
     public let grant: LogGrant
@@ -92,6 +97,7 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
     public init(kernel: Kernel, credentials: Credentials = .current, background: Bool = true) throws(Errno) {
         self.kernel = kernel
         self.credentials = credentials
+        caller = credentials
         grant = try kernel.attachLog(ownerPID: UInt32(getpid()), ownerUID: credentials.uid)
         log = OperationLog(nvm: kernel.nvm, grant: grant)
         writeBytesMax = Int(min(UInt64(1 << 20), grant.regionBytes / 8)) / Format.blockBytes * Format.blockBytes
@@ -140,11 +146,13 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
 
     // MARK: - Locking and the log
 
+    /// Runs `body` under the lock with `who` (default: `credentials`) as the caller.
     @inline(__always)
-    func locked<T>(_ body: () throws(Errno) -> T) throws(Errno) -> T {
+    func locked<T>(as who: Credentials? = nil, _ body: () throws(Errno) -> T) throws(Errno) -> T {
         monitor.lock()
         defer { monitor.unlock() }
         guard !closed else { throw .badFileDescriptor }
+        caller = who ?? credentials
         return try body()
     }
 
@@ -153,12 +161,17 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
         // Room for the record and, in the worst case, the padding of a wrap before it.
         let needed = 2 * UInt64(recordBytes) + UInt64(LogRecordHeader.encodedBytes)
         precondition(needed <= log.capacityBytes, "records are sized to fit the region")
+        let me = caller
         while log.freeBytes < needed {
             if let failure = digestFailure { throw failure }
             if digesterRunning {
                 digestRequested = true
                 monitor.broadcast()
                 monitor.wait()
+                // Other calls ran meanwhile: the file system may have closed, and the caller
+                // is this call's again.
+                guard !closed else { throw .badFileDescriptor }
+                caller = me
             } else {
                 try digestBatch()
             }
@@ -352,15 +365,7 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
         // A symlink followed as the last name whose target ends in "/" names a directory.
         var mustBeDirectory = false
         while let name = stack.popLast() {
-            guard current.isDirectory else { throw .notDirectory }
-            try require(current, .execute)
-            if name == Self.dot { continue }
-            if name == Self.dotDot {
-                if current.number != kernel.rootInode { current = try existingInode(current.parentHint) }
-                continue
-            }
-            guard let found = try entry(in: current.number, name) else { throw .noSuchFileOrDirectory }
-            let child = try existingInode(found.inode)
+            let child = try step(from: current, name)
             if child.mode & Inode.typeMask == Inode.typeSymlink, !stack.isEmpty || followFinal {
                 hops += 1
                 guard hops <= Self.symlinkHopsMax else { throw .tooManySymbolicLinkLevels }
@@ -377,6 +382,20 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
         }
         if mustBeDirectory, !current.isDirectory { throw .notDirectory }
         return current
+    }
+
+    /// One name looked up in `directory`, which the caller must be able to search ("." and
+    /// ".." included; ".." of the root is the root). Path walks and `lookup(in:name:)` both
+    /// take each step here.
+    private func step(from directory: Inode, _ name: [UInt8]) throws(Errno) -> Inode {
+        guard directory.isDirectory else { throw .notDirectory }
+        try require(directory, .execute)
+        if name == Self.dot { return directory }
+        if name == Self.dotDot {
+            return directory.number == kernel.rootInode ? directory : try existingInode(directory.parentHint)
+        }
+        guard let found = try entry(in: directory.number, name) else { throw .noSuchFileOrDirectory }
+        return try existingInode(found.inode)
     }
 
     /// The inode `path` names.
@@ -400,6 +419,47 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
 
     private static func isDotOrDotDot(_ name: [UInt8]) -> Bool { name == dot || name == dotDot }
 
+    // MARK: - Inodes named by number (front ends)
+
+    /// The inode a front end names by number (FUSE's node ids are inode numbers; 1 is
+    /// `rootInode` on a Shale volume): ENOENT once it is gone.
+    private func liveInode(_ number: UInt64) throws(Errno) -> Inode {
+        guard number != 0, let inode = try inode(number) else { throw .noSuchFileOrDirectory }
+        return inode
+    }
+
+    /// A directory named by number, as `resolveParent` yields the parent of a path: a
+    /// directory the caller may search.
+    private func parentDirectory(_ number: UInt64) throws(Errno) -> Inode {
+        let parent = try liveInode(number)
+        guard parent.isDirectory else { throw .notDirectory }
+        try require(parent, .execute)
+        return parent
+    }
+
+    /// One name as a front end passes it: not empty, no '/' or NUL, at most 255 bytes.
+    private static func validName(_ name: [UInt8]) throws(Errno) -> [UInt8] {
+        guard !name.isEmpty else { throw .noSuchFileOrDirectory }
+        guard name.count <= Format.nameBytesMax else { throw .fileNameTooLong }
+        guard !name.contains(0), !name.contains(slash) else { throw .invalidArgument }
+        return name
+    }
+
+    /// The root directory's inode number (FUSE's node id 1).
+    public var rootInode: UInt64 { kernel.rootInode }
+
+    /// lookup: the inode `name` names in directory `parent` (symlinks not followed).
+    public func lookup(in parent: UInt64, name: [UInt8], as who: Credentials? = nil) throws(Errno) -> FileStatus {
+        try locked(as: who) { () throws(Errno) in
+            FileStatus(try step(from: try liveInode(parent), try Self.validName(name)))
+        }
+    }
+
+    /// getattr: the status of inode `number` (an open file whose names are gone included).
+    public func getattr(inode number: UInt64) throws(Errno) -> FileStatus {
+        try locked { () throws(Errno) in FileStatus(try liveInode(number)) }
+    }
+
     // MARK: - Permissions
 
     struct Access: OptionSet {
@@ -410,14 +470,14 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
     }
 
     private func permits(_ inode: Inode, _ access: Access) -> Bool {
-        if credentials.isRoot {
+        if caller.isRoot {
             // Root may do anything but execute a file no one may execute.
             return !access.contains(.execute) || inode.isDirectory || inode.mode & 0o111 != 0
         }
         let bits: UInt32
-        if inode.uid == credentials.uid {
+        if inode.uid == caller.uid {
             bits = inode.mode >> 6 & 7
-        } else if credentials.inGroup(inode.gid) {
+        } else if caller.inGroup(inode.gid) {
             bits = inode.mode >> 3 & 7
         } else {
             bits = inode.mode & 7
@@ -429,13 +489,13 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
         guard permits(inode, access) else { throw .permissionDenied }
     }
 
-    private func isOwnerOrRoot(_ inode: Inode) -> Bool { credentials.isRoot || inode.uid == credentials.uid }
+    private func isOwnerOrRoot(_ inode: Inode) -> Bool { caller.isRoot || inode.uid == caller.uid }
 
     /// May the caller remove or rename `victim` out of `directory`? (write + search, and the
     /// sticky bit's owner rule).
     private func requireRemovable(_ victim: Inode, from directory: Inode) throws(Errno) {
         try require(directory, [.write, .execute])
-        if directory.mode & 0o1000 != 0, !credentials.isRoot, victim.uid != credentials.uid, directory.uid != credentials.uid {
+        if directory.mode & 0o1000 != 0, !caller.isRoot, victim.uid != caller.uid, directory.uid != caller.uid {
             throw .notPermitted
         }
     }
@@ -494,14 +554,14 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
     /// Owner and group of a new inode in `parent` (BSD group semantics under a set-gid
     /// directory, as Linux), and its mode after the umask.
     private func newIdentity(in parent: Inode, mode: UInt32, type: UInt32) -> (mode: UInt32, uid: UInt32, gid: UInt32) {
-        var permissions = mode & 0o7777 & ~(type == Inode.typeSymlink ? 0 : credentials.umask)
-        var gid = credentials.gid
+        var permissions = mode & 0o7777 & ~(type == Inode.typeSymlink ? 0 : caller.umask)
+        var gid = caller.gid
         if parent.mode & 0o2000 != 0 {
             gid = parent.gid
             if type == Inode.typeDirectory { permissions |= 0o2000 }
         }
         if type == Inode.typeSymlink { permissions = 0o777 }
-        return (type | permissions, credentials.uid, gid)
+        return (type | permissions, caller.uid, gid)
     }
 
     private func create(in parent: Inode, name: [UInt8], mode: UInt32, type: UInt32, rdev: UInt64 = 0,
@@ -555,69 +615,138 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
         guard !trailingSlash else { throw .noSuchFileOrDirectory }
     }
 
+    // Each operation below: a path entry point (resolves, then calls the core), an inode
+    // entry point for front ends (names the parent by number, then calls the same core), and
+    // the core, which holds every check of the operation.
+
     public func mkdir(_ path: Path, mode: UInt32 = 0o777) throws(Errno) {
         try locked { () throws(Errno) in
             try awaitLogSpace(Self.smallRecordBytes)
             let (parent, name, _) = try resolveParent(path)
-            guard !Self.isDotOrDotDot(name) else { throw .fileExists }
-            _ = try create(in: parent, name: name, mode: mode, type: Inode.typeDirectory)
+            _ = try mkdirLocked(parent, name, mode: mode)
         }
+    }
+
+    /// mkdir of `name` in directory `parent`; returns the new directory's status.
+    public func mkdir(in parent: UInt64, name: [UInt8], mode: UInt32 = 0o777, as who: Credentials? = nil) throws(Errno) -> FileStatus {
+        try locked(as: who) { () throws(Errno) in
+            try awaitLogSpace(Self.smallRecordBytes)
+            return FileStatus(try mkdirLocked(try parentDirectory(parent), try Self.validName(name), mode: mode))
+        }
+    }
+
+    private func mkdirLocked(_ parent: Inode, _ name: [UInt8], mode: UInt32) throws(Errno) -> Inode {
+        guard !Self.isDotOrDotDot(name) else { throw .fileExists }
+        return try create(in: parent, name: name, mode: mode, type: Inode.typeDirectory)
     }
 
     /// mknod(2): FIFOs, sockets, regular files, and (root only) device nodes.
     public func mknod(_ path: Path, mode: UInt32, device: UInt64 = 0) throws(Errno) {
         try locked { () throws(Errno) in
             try awaitLogSpace(Self.smallRecordBytes)
-            let type = mode & Inode.typeMask == 0 ? Inode.typeRegular : mode & Inode.typeMask
-            switch type {
-            case Inode.typeRegular, 0o010000, 0o140000: break
-            case 0o020000, 0o060000: guard credentials.isRoot else { throw .notPermitted }
-            case Inode.typeDirectory: throw .notPermitted
-            default: throw .invalidArgument
-            }
+            let type = try mknodType(mode)
             let (parent, name, _) = try resolveParent(path)
-            guard !Self.isDotOrDotDot(name) else { throw .fileExists }
-            _ = try create(in: parent, name: name, mode: mode, type: type,
-                           rdev: type == 0o020000 || type == 0o060000 ? device : 0)
+            _ = try mknodLocked(parent, name, mode: mode, type: type, device: device)
         }
+    }
+
+    /// mknod of `name` in directory `parent`; returns the new inode's status.
+    public func mknod(in parent: UInt64, name: [UInt8], mode: UInt32, device: UInt64 = 0,
+                      as who: Credentials? = nil) throws(Errno) -> FileStatus {
+        try locked(as: who) { () throws(Errno) in
+            try awaitLogSpace(Self.smallRecordBytes)
+            let type = try mknodType(mode)
+            return FileStatus(try mknodLocked(try parentDirectory(parent), try Self.validName(name), mode: mode, type: type,
+                                              device: device))
+        }
+    }
+
+    /// The file type mknod makes of `mode` (none: a regular file); refused types first, as
+    /// Linux checks them before the path.
+    private func mknodType(_ mode: UInt32) throws(Errno) -> UInt32 {
+        let type = mode & Inode.typeMask == 0 ? Inode.typeRegular : mode & Inode.typeMask
+        switch type {
+        case Inode.typeRegular, 0o010000, 0o140000: break
+        case 0o020000, 0o060000: guard caller.isRoot else { throw .notPermitted }
+        case Inode.typeDirectory: throw .notPermitted
+        default: throw .invalidArgument
+        }
+        return type
+    }
+
+    private func mknodLocked(_ parent: Inode, _ name: [UInt8], mode: UInt32, type: UInt32, device: UInt64) throws(Errno) -> Inode {
+        guard !Self.isDotOrDotDot(name) else { throw .fileExists }
+        return try create(in: parent, name: name, mode: mode, type: type, rdev: type == 0o020000 || type == 0o060000 ? device : 0)
     }
 
     public func symlink(_ target: Path, at path: Path) throws(Errno) {
         try locked { () throws(Errno) in
             try awaitLogSpace(Self.smallRecordBytes + target.bytes.count)
-            guard !target.bytes.isEmpty else { throw .noSuchFileOrDirectory }
-            guard target.bytes.count <= Self.symlinkTargetBytesMax else { throw .fileNameTooLong }
-            guard !target.bytes.contains(0) else { throw .invalidArgument }
+            try Self.validateSymlinkTarget(target.bytes)
             let (parent, name, trailingSlash) = try resolveParent(path)
-            try requireCreatable(parent, name, trailingSlash: trailingSlash)
-            _ = try create(in: parent, name: name, mode: 0o777, type: Inode.typeSymlink, target: target.bytes)
+            _ = try symlinkLocked(target.bytes, parent, name, trailingSlash: trailingSlash)
         }
+    }
+
+    /// symlink: `name` in directory `parent` pointing at `target`; returns its status.
+    public func symlink(_ target: [UInt8], in parent: UInt64, name: [UInt8], as who: Credentials? = nil) throws(Errno) -> FileStatus {
+        try locked(as: who) { () throws(Errno) in
+            try awaitLogSpace(Self.smallRecordBytes + target.count)
+            try Self.validateSymlinkTarget(target)
+            return FileStatus(try symlinkLocked(target, try parentDirectory(parent), try Self.validName(name), trailingSlash: false))
+        }
+    }
+
+    private static func validateSymlinkTarget(_ target: [UInt8]) throws(Errno) {
+        guard !target.isEmpty else { throw .noSuchFileOrDirectory }
+        guard target.count <= Self.symlinkTargetBytesMax else { throw .fileNameTooLong }
+        guard !target.contains(0) else { throw .invalidArgument }
+    }
+
+    private func symlinkLocked(_ target: [UInt8], _ parent: Inode, _ name: [UInt8], trailingSlash: Bool) throws(Errno) -> Inode {
+        try requireCreatable(parent, name, trailingSlash: trailingSlash)
+        return try create(in: parent, name: name, mode: 0o777, type: Inode.typeSymlink, target: target)
     }
 
     public func link(_ existing: Path, _ new: Path) throws(Errno) {
         try locked { () throws(Errno) in
             try awaitLogSpace(Self.smallRecordBytes)
-            var inode = try resolve(existing, followFinal: false)
+            let inode = try resolve(existing, followFinal: false)
             let (parent, name, trailingSlash) = try resolveParent(new)
-            // Linux's order: the new name (EEXIST), the parent's permission, then EPERM for a
-            // directory.
-            try requireCreatable(parent, name, trailingSlash: trailingSlash)
-            try require(parent, [.write, .execute])
-            guard !inode.isDirectory else { throw .notPermitted }
-            guard inode.linkCount > 0 else { throw .noSuchFileOrDirectory }
-            guard inode.linkCount < Self.linkCountMax else { throw .tooManyLinks }
-            try requireBlocks(1)
-            let time = Self.now()
-            let sequence = try append(.link(LinkArguments(parent: parent.number, inode: inode.number, time: time, name: name)))
-            inode.linkCount += 1
-            inode.ctime = time
-            setPending(inode, sequence)
-            var changedParent = parent
-            changedParent.mtime = time
-            changedParent.ctime = time
-            setPending(changedParent, sequence)
-            setEntry(parent.number, name, inode: inode.number, type: Self.directoryType(inode.mode), sequence)
+            _ = try linkLocked(inode, parent, name, trailingSlash: trailingSlash)
         }
+    }
+
+    /// link: a new name `name` in directory `parent` for inode `number`; returns its status.
+    public func link(inode number: UInt64, in parent: UInt64, name: [UInt8], as who: Credentials? = nil) throws(Errno) -> FileStatus {
+        try locked(as: who) { () throws(Errno) in
+            try awaitLogSpace(Self.smallRecordBytes)
+            let inode = try liveInode(number)
+            return FileStatus(try linkLocked(inode, try parentDirectory(parent), try Self.validName(name), trailingSlash: false))
+        }
+    }
+
+    private func linkLocked(_ existing: Inode, _ parent: Inode, _ name: [UInt8], trailingSlash: Bool) throws(Errno) -> Inode {
+        var inode = existing
+        // Linux's order: the new name (EEXIST), the parent's permission, then EPERM for a
+        // directory.
+        try requireCreatable(parent, name, trailingSlash: trailingSlash)
+        try require(parent, [.write, .execute])
+        guard !inode.isDirectory else { throw .notPermitted }
+        guard inode.linkCount > 0 else { throw .noSuchFileOrDirectory }
+        guard inode.linkCount < Self.linkCountMax else { throw .tooManyLinks }
+        try requireBlocks(1)
+        let time = Self.now()
+        let sequence = try append(.link(LinkArguments(parent: parent.number, inode: inode.number, time: time, name: name)))
+        inode.linkCount += 1
+        inode.ctime = time
+        setPending(inode, sequence)
+        var changedParent = parent
+        changedParent.mtime = time
+        changedParent.ctime = time
+        setPending(changedParent, sequence)
+        setEntry(parent.number, name, inode: inode.number, type: Self.directoryType(inode.mode), sequence)
+        return inode
     }
 
     // MARK: - Removing
@@ -643,46 +772,70 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
         try locked { () throws(Errno) in
             try awaitLogSpace(Self.smallRecordBytes)
             let (parent, name, trailingSlash) = try resolveParent(path)
-            guard !Self.isDotOrDotDot(name) else { throw .isDirectory }
-            guard let found = try entry(in: parent.number, name) else { throw .noSuchFileOrDirectory }
-            let victim = try existingInode(found.inode)
-            guard !victim.isDirectory else { throw .isDirectory }
-            if trailingSlash { throw .notDirectory }
-            try requireRemovable(victim, from: parent)
-            let time = Self.now()
-            announceIfOpen(victim)
-            let sequence = try append(.unlink(RemoveArguments(parent: parent.number, inode: victim.number, time: time, name: name)))
-            var changedParent = parent
-            changedParent.mtime = time
-            changedParent.ctime = time
-            setPending(changedParent, sequence)
-            setEntry(parent.number, name, inode: 0, type: 0, sequence)
-            dropLink(victim, time: time, sequence: sequence)
+            try unlinkLocked(parent, name, trailingSlash: trailingSlash)
         }
+    }
+
+    /// unlink of `name` in directory `parent`.
+    public func unlink(in parent: UInt64, name: [UInt8], as who: Credentials? = nil) throws(Errno) {
+        try locked(as: who) { () throws(Errno) in
+            try awaitLogSpace(Self.smallRecordBytes)
+            try unlinkLocked(try parentDirectory(parent), try Self.validName(name), trailingSlash: false)
+        }
+    }
+
+    private func unlinkLocked(_ parent: Inode, _ name: [UInt8], trailingSlash: Bool) throws(Errno) {
+        guard !Self.isDotOrDotDot(name) else { throw .isDirectory }
+        guard let found = try entry(in: parent.number, name) else { throw .noSuchFileOrDirectory }
+        let victim = try existingInode(found.inode)
+        guard !victim.isDirectory else { throw .isDirectory }
+        if trailingSlash { throw .notDirectory }
+        try requireRemovable(victim, from: parent)
+        let time = Self.now()
+        announceIfOpen(victim)
+        let sequence = try append(.unlink(RemoveArguments(parent: parent.number, inode: victim.number, time: time, name: name)))
+        var changedParent = parent
+        changedParent.mtime = time
+        changedParent.ctime = time
+        setPending(changedParent, sequence)
+        setEntry(parent.number, name, inode: 0, type: 0, sequence)
+        dropLink(victim, time: time, sequence: sequence)
     }
 
     public func rmdir(_ path: Path) throws(Errno) {
         try locked { () throws(Errno) in
             try awaitLogSpace(Self.smallRecordBytes)
             let (parent, name, _) = try resolveParent(path)
-            if name == Self.dot { throw .invalidArgument }
-            if name == Self.dotDot { throw .directoryNotEmpty }
-            guard let found = try entry(in: parent.number, name) else { throw .noSuchFileOrDirectory }
-            let victim = try existingInode(found.inode)
-            guard victim.isDirectory else { throw .notDirectory }
-            try requireRemovable(victim, from: parent)
-            guard try isEmptyDirectory(victim.number) else { throw .directoryNotEmpty }
-            let time = Self.now()
-            announceIfOpen(victim)
-            let sequence = try append(.rmdir(RemoveArguments(parent: parent.number, inode: victim.number, time: time, name: name)))
-            var changedParent = parent
-            changedParent.linkCount -= 1
-            changedParent.mtime = time
-            changedParent.ctime = time
-            setPending(changedParent, sequence)
-            setEntry(parent.number, name, inode: 0, type: 0, sequence)
-            dropLink(victim, time: time, sequence: sequence)
+            try rmdirLocked(parent, name)
         }
+    }
+
+    /// rmdir of `name` in directory `parent`.
+    public func rmdir(in parent: UInt64, name: [UInt8], as who: Credentials? = nil) throws(Errno) {
+        try locked(as: who) { () throws(Errno) in
+            try awaitLogSpace(Self.smallRecordBytes)
+            try rmdirLocked(try parentDirectory(parent), try Self.validName(name))
+        }
+    }
+
+    private func rmdirLocked(_ parent: Inode, _ name: [UInt8]) throws(Errno) {
+        if name == Self.dot { throw .invalidArgument }
+        if name == Self.dotDot { throw .directoryNotEmpty }
+        guard let found = try entry(in: parent.number, name) else { throw .noSuchFileOrDirectory }
+        let victim = try existingInode(found.inode)
+        guard victim.isDirectory else { throw .notDirectory }
+        try requireRemovable(victim, from: parent)
+        guard try isEmptyDirectory(victim.number) else { throw .directoryNotEmpty }
+        let time = Self.now()
+        announceIfOpen(victim)
+        let sequence = try append(.rmdir(RemoveArguments(parent: parent.number, inode: victim.number, time: time, name: name)))
+        var changedParent = parent
+        changedParent.linkCount -= 1
+        changedParent.mtime = time
+        changedParent.ctime = time
+        setPending(changedParent, sequence)
+        setEntry(parent.number, name, inode: 0, type: 0, sequence)
+        dropLink(victim, time: time, sequence: sequence)
     }
 
     private func isEmptyDirectory(_ number: UInt64) throws(Errno) -> Bool {
@@ -711,64 +864,84 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
             // several faults fails with the errno Linux gives.
             let (oldParent, oldName, _) = try resolveParent(from)
             let (newParent, newName, _) = try resolveParent(to)
-            if Self.isDotOrDotDot(oldName) { throw .resourceBusy }
-            if Self.isDotOrDotDot(newName) { throw flags.contains(.noReplace) ? .fileExists : .resourceBusy }
-            guard let sourceEntry = try entry(in: oldParent.number, oldName) else { throw .noSuchFileOrDirectory }
-            let source = try existingInode(sourceEntry.inode)
-            let targetEntry = try entry(in: newParent.number, newName)
-            let target = try targetEntry.map { (found) throws(Errno) in try existingInode(found.inode) }
-            if flags.contains(.noReplace), target != nil { throw .fileExists }
-            if flags.contains(.exchange), target == nil { throw .noSuchFileOrDirectory }
-            // A trailing slash names a directory.
-            if !source.isDirectory {
-                if from.bytes.last == Self.slash { throw .notDirectory }
-                if !flags.contains(.exchange), to.bytes.last == Self.slash { throw .notDirectory }
-            }
-            if flags.contains(.exchange), let target, !target.isDirectory, to.bytes.last == Self.slash { throw .notDirectory }
-            if oldParent.number != newParent.number {
-                // A directory may not move into itself.
-                if source.isDirectory { try requireNotInside(newParent, source.number) }
-                // Nor may the target be a directory holding the source.
-                if let target, target.isDirectory {
-                    do throws(Errno) {
-                        try requireNotInside(oldParent, target.number)
-                    } catch {
-                        throw flags.contains(.exchange) ? .invalidArgument : .directoryNotEmpty
-                    }
-                }
-            }
-            // The same inode under both names: nothing to do (POSIX), before any permission.
-            if let target, target.number == source.number { return }
-            try requireRemovable(source, from: oldParent)
-            if let target {
-                try requireRemovable(target, from: newParent)
-                if !flags.contains(.exchange) {
-                    if source.isDirectory, !target.isDirectory { throw .notDirectory }
-                    if !source.isDirectory, target.isDirectory { throw .isDirectory }
-                }
-            } else {
-                try require(newParent, [.write, .execute])
-            }
-            // Moving a directory rewrites its "..": that needs write permission on it.
-            if oldParent.number != newParent.number {
-                if source.isDirectory { try require(source, .write) }
-                if flags.contains(.exchange), let target, target.isDirectory { try require(target, .write) }
-            }
-            if let target, target.isDirectory, !flags.contains(.exchange) {
-                guard try isEmptyDirectory(target.number) else { throw .directoryNotEmpty }
-            }
-            if source.isDirectory, target == nil, oldParent.number != newParent.number {
-                guard newParent.linkCount < Self.linkCountMax else { throw .tooManyLinks }
-            }
-            try requireBlocks(1)
-            let time = Self.now()
-            if let target, !flags.contains(.exchange) { announceIfOpen(target) }
-            let sequence = try append(.rename(RenameArguments(
-                oldParent: oldParent.number, oldName: oldName, newParent: newParent.number, newName: newName,
-                flags: flags, source: source.number, replaced: target?.number ?? 0, time: time)))
-            applyRename(oldParent: oldParent, oldName: oldName, newParent: newParent, newName: newName,
-                        source: source, target: target, exchange: flags.contains(.exchange), time: time, sequence: sequence)
+            try renameLocked(oldParent, oldName, newParent, newName, flags: flags,
+                             fromSlash: from.bytes.last == Self.slash, toSlash: to.bytes.last == Self.slash)
         }
+    }
+
+    /// rename (renameat2 flags) of `name` in directory `parent` to `newName` in `newParent`.
+    public func rename(in parent: UInt64, name: [UInt8], to newParent: UInt64, name newName: [UInt8], flags: RenameFlags = [],
+                       as who: Credentials? = nil) throws(Errno) {
+        try locked(as: who) { () throws(Errno) in
+            try awaitLogSpace(Self.smallRecordBytes)
+            guard flags.isSubset(of: .known), flags != .known else { throw .invalidArgument }
+            let oldParent = try parentDirectory(parent)
+            let newParentInode = try parentDirectory(newParent)
+            try renameLocked(oldParent, try Self.validName(name), newParentInode, try Self.validName(newName), flags: flags,
+                             fromSlash: false, toSlash: false)
+        }
+    }
+
+    /// `fromSlash`, `toSlash`: the path named the name with a trailing slash.
+    private func renameLocked(_ oldParent: Inode, _ oldName: [UInt8], _ newParent: Inode, _ newName: [UInt8], flags: RenameFlags,
+                              fromSlash: Bool, toSlash: Bool) throws(Errno) {
+        if Self.isDotOrDotDot(oldName) { throw .resourceBusy }
+        if Self.isDotOrDotDot(newName) { throw flags.contains(.noReplace) ? .fileExists : .resourceBusy }
+        guard let sourceEntry = try entry(in: oldParent.number, oldName) else { throw .noSuchFileOrDirectory }
+        let source = try existingInode(sourceEntry.inode)
+        let targetEntry = try entry(in: newParent.number, newName)
+        let target = try targetEntry.map { (found) throws(Errno) in try existingInode(found.inode) }
+        if flags.contains(.noReplace), target != nil { throw .fileExists }
+        if flags.contains(.exchange), target == nil { throw .noSuchFileOrDirectory }
+        // A trailing slash names a directory.
+        if !source.isDirectory {
+            if fromSlash { throw .notDirectory }
+            if !flags.contains(.exchange), toSlash { throw .notDirectory }
+        }
+        if flags.contains(.exchange), let target, !target.isDirectory, toSlash { throw .notDirectory }
+        if oldParent.number != newParent.number {
+            // A directory may not move into itself.
+            if source.isDirectory { try requireNotInside(newParent, source.number) }
+            // Nor may the target be a directory holding the source.
+            if let target, target.isDirectory {
+                do throws(Errno) {
+                    try requireNotInside(oldParent, target.number)
+                } catch {
+                    throw flags.contains(.exchange) ? .invalidArgument : .directoryNotEmpty
+                }
+            }
+        }
+        // The same inode under both names: nothing to do (POSIX), before any permission.
+        if let target, target.number == source.number { return }
+        try requireRemovable(source, from: oldParent)
+        if let target {
+            try requireRemovable(target, from: newParent)
+            if !flags.contains(.exchange) {
+                if source.isDirectory, !target.isDirectory { throw .notDirectory }
+                if !source.isDirectory, target.isDirectory { throw .isDirectory }
+            }
+        } else {
+            try require(newParent, [.write, .execute])
+        }
+        // Moving a directory rewrites its "..": that needs write permission on it.
+        if oldParent.number != newParent.number {
+            if source.isDirectory { try require(source, .write) }
+            if flags.contains(.exchange), let target, target.isDirectory { try require(target, .write) }
+        }
+        if let target, target.isDirectory, !flags.contains(.exchange) {
+            guard try isEmptyDirectory(target.number) else { throw .directoryNotEmpty }
+        }
+        if source.isDirectory, target == nil, oldParent.number != newParent.number {
+            guard newParent.linkCount < Self.linkCountMax else { throw .tooManyLinks }
+        }
+        try requireBlocks(1)
+        let time = Self.now()
+        if let target, !flags.contains(.exchange) { announceIfOpen(target) }
+        let sequence = try append(.rename(RenameArguments(
+            oldParent: oldParent.number, oldName: oldName, newParent: newParent.number, newName: newName,
+            flags: flags, source: source.number, replaced: target?.number ?? 0, time: time)))
+        applyRename(oldParent: oldParent, oldName: oldName, newParent: newParent, newName: newName,
+                    source: source, target: target, exchange: flags.contains(.exchange), time: time, sequence: sequence)
     }
 
     private func requireNotInside(_ directory: Inode, _ ancestor: UInt64) throws(Errno) {
@@ -833,54 +1006,92 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
             try awaitLogSpace(Self.smallRecordBytes)
             // Linux (since 6.4) refuses O_CREAT with O_DIRECTORY before looking at the path.
             if flags.contains(.create), flags.contains(.directory) { throw .invalidArgument }
-            var inode: Inode
             if flags.contains(.create) {
-                var (parent, name, trailingSlash) = try resolveParent(path)
-                var hops = 0
-                while true {
-                    // O_CREAT on a name with a trailing slash, ".", ".." or the root: EISDIR,
-                    // whether it exists or not (Linux).
-                    if trailingSlash || Self.isDotOrDotDot(name) { throw .isDirectory }
-                    guard let found = try entry(in: parent.number, name) else {
-                        inode = try create(in: parent, name: name, mode: mode, type: Inode.typeRegular)
-                        return register(inode, flags: flags)
-                    }
-                    guard !flags.contains(.exclusive) else { throw .fileExists }
-                    inode = try existingInode(found.inode)
-                    // O_CREAT on an existing directory (or a symlink to one): EISDIR.
-                    if inode.isDirectory { throw .isDirectory }
-                    guard inode.mode & Inode.typeMask == Inode.typeSymlink else { break }
-                    // A symlink: O_CREAT follows it, and creates its target when that is missing
-                    // (as Linux does for a dangling symlink).
-                    guard !flags.contains(.noFollow) else { throw .tooManySymbolicLinkLevels }
-                    hops += 1
-                    guard hops <= Self.symlinkHopsMax else { throw .tooManySymbolicLinkLevels }
-                    let target = try symlinkTarget(inode)
-                    guard !target.isEmpty else { throw .noSuchFileOrDirectory }
-                    var names = target.split(separator: Self.slash, omittingEmptySubsequences: true).map(Array.init)
-                    let start = target.first == Self.slash ? try rootDirectory() : parent
-                    guard let last = names.popLast() else { throw .isDirectory }
-                    parent = try walk(names, from: start, followFinal: true)
-                    guard parent.isDirectory else { throw .notDirectory }
-                    try require(parent, .execute)
-                    name = last
-                    trailingSlash = target.last == Self.slash
-                }
-            } else {
-                inode = try resolve(path, followFinal: !flags.contains(.noFollow))
-                // O_DIRECTORY's ENOTDIR comes before O_NOFOLLOW's ELOOP (Linux).
-                if flags.contains(.directory), !inode.isDirectory { throw .notDirectory }
-                if inode.mode & Inode.typeMask == Inode.typeSymlink { throw .tooManySymbolicLinkLevels }
+                let (parent, name, trailingSlash) = try resolveParent(path)
+                return try openCreatingLocked(parent, name, trailingSlash: trailingSlash, flags, mode: mode)
             }
-            if flags.contains(.directory), !inode.isDirectory { throw .notDirectory }
-            if inode.isDirectory, flags.writable || flags.contains(.truncate) { throw .isDirectory }
-            if flags.readable { try require(inode, .read) }
-            if flags.writable || flags.contains(.truncate) { try require(inode, .write) }
-            if flags.contains(.truncate), flags.writable, inode.mode & Inode.typeMask == Inode.typeRegular, inode.size > 0 {
-                try truncateLocked(inode, to: 0)
-            }
-            return register(inode, flags: flags)
+            let inode = try resolve(path, followFinal: !flags.contains(.noFollow))
+            return try openLocked(inode, flags)
         }
+    }
+
+    /// open of inode `number` (a front end's open and opendir: no O_CREAT).
+    public func open(inode number: UInt64, _ flags: OpenFlags = .readOnly, as who: Credentials? = nil) throws(Errno) -> FileHandle {
+        try locked(as: who) { () throws(Errno) in
+            try awaitLogSpace(Self.smallRecordBytes)
+            if flags.contains(.create), flags.contains(.directory) { throw .invalidArgument }
+            return try openLocked(try liveInode(number), flags)
+        }
+    }
+
+    /// opendir: inode `number` opened for `readDirectory`.
+    public func openDirectory(inode number: UInt64, as who: Credentials? = nil) throws(Errno) -> FileHandle {
+        try open(inode: number, .directory, as: who)
+    }
+
+    /// create (open with O_CREAT) of `name` in directory `parent`: the handle and the status
+    /// of the file it opened (an existing one unless `flags` holds O_EXCL).
+    public func create(in parent: UInt64, name: [UInt8], _ flags: OpenFlags = [.create, .readWrite], mode: UInt32 = 0o666,
+                       as who: Credentials? = nil) throws(Errno) -> (handle: FileHandle, status: FileStatus) {
+        try locked(as: who) { () throws(Errno) in
+            try awaitLogSpace(Self.smallRecordBytes)
+            if flags.contains(.directory) { throw .invalidArgument }
+            let handle = try openCreatingLocked(try parentDirectory(parent), try Self.validName(name), trailingSlash: false,
+                                                flags.union(.create), mode: mode)
+            return (handle, FileStatus(try existingInode(try file(handle).inode)))
+        }
+    }
+
+    /// O_CREAT: opens `name` in `parent`, creating it when missing.
+    private func openCreatingLocked(_ directory: Inode, _ first: [UInt8], trailingSlash slash: Bool, _ flags: OpenFlags,
+                                    mode: UInt32) throws(Errno) -> FileHandle {
+        var parent = directory, name = first, trailingSlash = slash
+        var inode: Inode
+        var hops = 0
+        while true {
+            // O_CREAT on a name with a trailing slash, ".", ".." or the root: EISDIR,
+            // whether it exists or not (Linux).
+            if trailingSlash || Self.isDotOrDotDot(name) { throw .isDirectory }
+            guard let found = try entry(in: parent.number, name) else {
+                inode = try create(in: parent, name: name, mode: mode, type: Inode.typeRegular)
+                return register(inode, flags: flags)
+            }
+            guard !flags.contains(.exclusive) else { throw .fileExists }
+            inode = try existingInode(found.inode)
+            // O_CREAT on an existing directory (or a symlink to one): EISDIR.
+            if inode.isDirectory { throw .isDirectory }
+            guard inode.mode & Inode.typeMask == Inode.typeSymlink else { break }
+            // A symlink: O_CREAT follows it, and creates its target when that is missing
+            // (as Linux does for a dangling symlink).
+            guard !flags.contains(.noFollow) else { throw .tooManySymbolicLinkLevels }
+            hops += 1
+            guard hops <= Self.symlinkHopsMax else { throw .tooManySymbolicLinkLevels }
+            let target = try symlinkTarget(inode)
+            guard !target.isEmpty else { throw .noSuchFileOrDirectory }
+            var names = target.split(separator: Self.slash, omittingEmptySubsequences: true).map(Array.init)
+            let start = target.first == Self.slash ? try rootDirectory() : parent
+            guard let last = names.popLast() else { throw .isDirectory }
+            parent = try walk(names, from: start, followFinal: true)
+            guard parent.isDirectory else { throw .notDirectory }
+            try require(parent, .execute)
+            name = last
+            trailingSlash = target.last == Self.slash
+        }
+        return try openLocked(inode, flags)
+    }
+
+    /// Opens an existing inode: the type and permission checks, O_TRUNC.
+    private func openLocked(_ inode: Inode, _ flags: OpenFlags) throws(Errno) -> FileHandle {
+        // O_DIRECTORY's ENOTDIR comes before O_NOFOLLOW's ELOOP (Linux).
+        if flags.contains(.directory), !inode.isDirectory { throw .notDirectory }
+        if inode.mode & Inode.typeMask == Inode.typeSymlink { throw .tooManySymbolicLinkLevels }
+        if inode.isDirectory, flags.writable || flags.contains(.truncate) { throw .isDirectory }
+        if flags.readable { try require(inode, .read) }
+        if flags.writable || flags.contains(.truncate) { try require(inode, .write) }
+        if flags.contains(.truncate), flags.writable, inode.mode & Inode.typeMask == Inode.typeRegular, inode.size > 0 {
+            try truncateLocked(inode, to: 0)
+        }
+        return register(inode, flags: flags)
     }
 
     /// creat(2).
@@ -889,8 +1100,10 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
     }
 
     private func register(_ inode: Inode, flags: OpenFlags) -> FileHandle {
-        let number = nextDescriptor
-        nextDescriptor += 1
+        // Numbers are reused once they wrap (a daemon may open billions of files).
+        var number = nextDescriptor
+        while files[number] != nil { number = number == .max ? 3 : number + 1 }
+        nextDescriptor = number == .max ? 3 : number + 1
         files[number] = OpenFile(inode: inode.number, flags: flags, isDirectory: inode.isDirectory)
         openCounts[inode.number, default: 0] += 1
         return FileHandle(number: number)
@@ -1075,7 +1288,8 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
 
     // MARK: - Size and space
 
-    private func truncateLocked(_ current: Inode, to size: UInt64) throws(Errno) {
+    @discardableResult
+    private func truncateLocked(_ current: Inode, to size: UInt64) throws(Errno) -> Inode {
         guard size <= Self.fileBytesMax else { throw .fileTooLarge }
         let time = Self.now()
         let sequence = try append(.truncate(TruncateArguments(inode: current.number, size: size, time: time)))
@@ -1090,15 +1304,14 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
         inode.mtime = time
         inode.ctime = time
         setPending(inode, sequence)
+        return inode
     }
 
     public func truncate(_ path: Path, size: UInt64) throws(Errno) {
         try locked { () throws(Errno) in
             try awaitLogSpace(Self.smallRecordBytes)
             let inode = try resolve(path)
-            guard !inode.isDirectory else { throw .isDirectory }
-            guard inode.mode & Inode.typeMask == Inode.typeRegular else { throw .invalidArgument }
-            try require(inode, .write)
+            try requireTruncatable(inode, through: nil)
             try truncateLocked(inode, to: size)
         }
     }
@@ -1107,10 +1320,21 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
         try locked { () throws(Errno) in
             try awaitLogSpace(Self.smallRecordBytes)
             let file = try file(handle)
-            guard file.flags.writable, !file.isDirectory else { throw .invalidArgument }
             let inode = try existingInode(file.inode)
-            guard inode.mode & Inode.typeMask == Inode.typeRegular else { throw .invalidArgument }
+            try requireTruncatable(inode, through: file)
             try truncateLocked(inode, to: size)
+        }
+    }
+
+    /// truncate(2) (by name: `file` nil) and ftruncate(2) (through an open file) checks.
+    private func requireTruncatable(_ inode: Inode, through file: OpenFile?) throws(Errno) {
+        if let file {
+            guard file.flags.writable, !file.isDirectory else { throw .invalidArgument }
+            guard inode.mode & Inode.typeMask == Inode.typeRegular else { throw .invalidArgument }
+        } else {
+            guard !inode.isDirectory else { throw .isDirectory }
+            guard inode.mode & Inode.typeMask == Inode.typeRegular else { throw .invalidArgument }
+            try require(inode, .write)
         }
     }
 
@@ -1242,75 +1466,108 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
 
     /// access(2) with R_OK = 4, W_OK = 2, X_OK = 1 (0 = exists).
     public func access(_ path: Path, _ mode: UInt32) throws(Errno) {
-        try locked { () throws(Errno) in
-            let inode = try resolve(path)
-            try require(inode, Access(rawValue: mode & 7))
-        }
+        try locked { () throws(Errno) in try require(try resolve(path), Access(rawValue: mode & 7)) }
     }
 
-    private func setattr(_ current: Inode, valid: SetattrMask, mode: UInt32 = 0, uid: UInt32 = 0, gid: UInt32 = 0,
-                         atime: Timestamp = Timestamp(seconds: 0), mtime: Timestamp = Timestamp(seconds: 0)) throws(Errno) {
+    /// access of inode `number` (mask as access(2)).
+    public func access(inode number: UInt64, _ mode: UInt32, as who: Credentials? = nil) throws(Errno) {
+        try locked(as: who) { () throws(Errno) in try require(try liveInode(number), Access(rawValue: mode & 7)) }
+    }
+
+    /// The fields of one setattr record, each change checked before anything is logged.
+    /// `touch`: log the record even when no field changes (chown(2) with -1 and -1 still
+    /// changes ctime, as Linux).
+    private struct AttributePlan {
+        var valid: SetattrMask = []
+        var mode: UInt32 = 0
+        var uid: UInt32 = 0
+        var gid: UInt32 = 0
+        var atime = Timestamp(seconds: 0)
+        var mtime = Timestamp(seconds: 0)
+        var touch = false
+
+        var isEmpty: Bool { valid.isEmpty && !touch }
+    }
+
+    /// Logs `plan` as one setattr record (its commit point) and returns the changed inode.
+    @discardableResult
+    private func apply(_ plan: AttributePlan, to current: Inode) throws(Errno) -> Inode {
         let time = Self.now()
-        let sequence = try append(.setattr(SetattrArguments(inode: current.number, valid: valid, mode: mode, uid: uid, gid: gid,
-                                                             atime: atime, mtime: mtime, ctime: time)))
+        let sequence = try append(.setattr(SetattrArguments(inode: current.number, valid: plan.valid, mode: plan.mode, uid: plan.uid,
+                                                             gid: plan.gid, atime: plan.atime, mtime: plan.mtime, ctime: time)))
         var inode = current
-        if valid.contains(.mode) { inode.mode = inode.mode & Inode.typeMask | mode }
-        if valid.contains(.uid) { inode.uid = uid }
-        if valid.contains(.gid) { inode.gid = gid }
-        if valid.contains(.atime) { inode.atime = atime }
-        if valid.contains(.mtime) { inode.mtime = mtime }
+        if plan.valid.contains(.mode) { inode.mode = inode.mode & Inode.typeMask | plan.mode }
+        if plan.valid.contains(.uid) { inode.uid = plan.uid }
+        if plan.valid.contains(.gid) { inode.gid = plan.gid }
+        if plan.valid.contains(.atime) { inode.atime = plan.atime }
+        if plan.valid.contains(.mtime) { inode.mtime = plan.mtime }
         inode.ctime = time
         setPending(inode, sequence)
+        return inode
     }
 
     public func chmod(_ path: Path, mode: UInt32) throws(Errno) {
         try locked { () throws(Errno) in
             try awaitLogSpace(Self.smallRecordBytes)
-            try chmodLocked(try resolve(path), mode: mode)
+            let inode = try resolve(path)
+            var plan = AttributePlan()
+            try planChmod(inode, mode: mode, into: &plan)
+            try apply(plan, to: inode)
         }
     }
 
     public func fchmod(_ handle: FileHandle, mode: UInt32) throws(Errno) {
         try locked { () throws(Errno) in
             try awaitLogSpace(Self.smallRecordBytes)
-            try chmodLocked(try existingInode(try file(handle).inode), mode: mode)
+            let inode = try existingInode(try file(handle).inode)
+            var plan = AttributePlan()
+            try planChmod(inode, mode: mode, into: &plan)
+            try apply(plan, to: inode)
         }
     }
 
-    private func chmodLocked(_ inode: Inode, mode: UInt32) throws(Errno) {
+    private func planChmod(_ inode: Inode, mode: UInt32, into plan: inout AttributePlan) throws(Errno) {
         guard isOwnerOrRoot(inode) else { throw .notPermitted }
         var permissions = mode & 0o7777
         // An unprivileged owner outside the file's group cannot make it set-gid (Linux).
-        if !credentials.isRoot, !inode.isDirectory, !credentials.inGroup(inode.gid) { permissions &= ~0o2000 }
-        try setattr(inode, valid: .mode, mode: permissions)
+        if !caller.isRoot, !inode.isDirectory, !caller.inGroup(inode.gid) { permissions &= ~0o2000 }
+        plan.valid.insert(.mode)
+        plan.mode = permissions
     }
 
     /// chown(2); `UInt32.max` leaves an id unchanged. `followSymlinks: false` is lchown.
     public func chown(_ path: Path, uid: UInt32, gid: UInt32, followSymlinks: Bool = true) throws(Errno) {
         try locked { () throws(Errno) in
             try awaitLogSpace(Self.smallRecordBytes)
-            try chownLocked(try resolve(path, followFinal: followSymlinks), uid: uid, gid: gid)
+            let inode = try resolve(path, followFinal: followSymlinks)
+            var plan = AttributePlan()
+            try planChown(inode, uid: uid, gid: gid, into: &plan)
+            try apply(plan, to: inode)
         }
     }
 
     public func fchown(_ handle: FileHandle, uid: UInt32, gid: UInt32) throws(Errno) {
         try locked { () throws(Errno) in
             try awaitLogSpace(Self.smallRecordBytes)
-            try chownLocked(try existingInode(try file(handle).inode), uid: uid, gid: gid)
+            let inode = try existingInode(try file(handle).inode)
+            var plan = AttributePlan()
+            try planChown(inode, uid: uid, gid: gid, into: &plan)
+            try apply(plan, to: inode)
         }
     }
 
-    private func chownLocked(_ inode: Inode, uid: UInt32, gid: UInt32) throws(Errno) {
-        var valid: SetattrMask = []
+    private func planChown(_ inode: Inode, uid: UInt32, gid: UInt32, into plan: inout AttributePlan) throws(Errno) {
         if uid != UInt32.max {
-            guard credentials.isRoot || credentials.uid == inode.uid && uid == inode.uid else { throw .notPermitted }
-            valid.insert(.uid)
+            guard caller.isRoot || caller.uid == inode.uid && uid == inode.uid else { throw .notPermitted }
+            plan.valid.insert(.uid)
+            plan.uid = uid
         }
         if gid != UInt32.max {
-            guard credentials.isRoot || credentials.uid == inode.uid && (gid == inode.gid || credentials.inGroup(gid)) else {
+            guard caller.isRoot || caller.uid == inode.uid && (gid == inode.gid || caller.inGroup(gid)) else {
                 throw .notPermitted
             }
-            valid.insert(.gid)
+            plan.valid.insert(.gid)
+            plan.gid = gid
         }
         // Changing owners drops set-uid, and set-gid on group-executable files (Linux).
         var mode = inode.mode & 0o7777
@@ -1318,28 +1575,35 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
             mode &= ~0o4000
             if mode & 0o010 != 0 { mode &= ~0o2000 }
         }
-        if mode != inode.mode & 0o7777 { valid.insert(.mode) }
-        try setattr(inode, valid: valid, mode: valid.contains(.mode) ? mode : 0,
-                    uid: valid.contains(.uid) ? uid : 0,
-                    gid: valid.contains(.gid) ? gid : 0)
+        if mode != inode.mode & 0o7777 {
+            plan.valid.insert(.mode)
+            plan.mode = mode
+        }
+        plan.touch = true
     }
 
     /// utimensat(2).
     public func utimens(_ path: Path, access: TimeChange, modification: TimeChange, followSymlinks: Bool = true) throws(Errno) {
         try locked { () throws(Errno) in
             try awaitLogSpace(Self.smallRecordBytes)
-            try utimensLocked(try resolve(path, followFinal: followSymlinks), access: access, modification: modification)
+            let inode = try resolve(path, followFinal: followSymlinks)
+            var plan = AttributePlan()
+            try planUtimens(inode, access: access, modification: modification, into: &plan)
+            if !plan.isEmpty { try apply(plan, to: inode) }
         }
     }
 
     public func futimens(_ handle: FileHandle, access: TimeChange, modification: TimeChange) throws(Errno) {
         try locked { () throws(Errno) in
             try awaitLogSpace(Self.smallRecordBytes)
-            try utimensLocked(try existingInode(try file(handle).inode), access: access, modification: modification)
+            let inode = try existingInode(try file(handle).inode)
+            var plan = AttributePlan()
+            try planUtimens(inode, access: access, modification: modification, into: &plan)
+            if !plan.isEmpty { try apply(plan, to: inode) }
         }
     }
 
-    private func utimensLocked(_ inode: Inode, access: TimeChange, modification: TimeChange) throws(Errno) {
+    private func planUtimens(_ inode: Inode, access: TimeChange, modification: TimeChange, into plan: inout AttributePlan) throws(Errno) {
         if access == .omit, modification == .omit { return }
         let explicit = [access, modification].contains { if case .set = $0 { true } else { false } }
         if explicit {
@@ -1348,27 +1612,56 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
             guard permits(inode, .write) else { throw .permissionDenied }
         }
         let now = Self.now()
-        var valid: SetattrMask = []
-        var atime = Timestamp(seconds: 0), mtime = Timestamp(seconds: 0)
         switch access {
-        case .now: valid.insert(.atime); atime = now
-        case let .set(time): valid.insert(.atime); atime = time
+        case .now: plan.valid.insert(.atime); plan.atime = now
+        case let .set(time): plan.valid.insert(.atime); plan.atime = time
         case .omit: break
         }
         switch modification {
-        case .now: valid.insert(.mtime); mtime = now
-        case let .set(time): valid.insert(.mtime); mtime = time
+        case .now: plan.valid.insert(.mtime); plan.mtime = now
+        case let .set(time): plan.valid.insert(.mtime); plan.mtime = time
         case .omit: break
         }
-        try setattr(inode, valid: valid, atime: atime, mtime: mtime)
+    }
+
+    /// setattr (FUSE's SETATTR): chown, chmod, utimensat and truncate of inode `number` in
+    /// one call, with the same checks as each (a size change through `handle` is ftruncate's).
+    /// Every check passes before anything is logged; a size change is its own record, logged
+    /// before the one record of the other fields. Returns the new status.
+    public func setattr(inode number: UInt64, _ changes: AttributeChanges, handle: FileHandle? = nil,
+                        as who: Credentials? = nil) throws(Errno) -> FileStatus {
+        try locked(as: who) { () throws(Errno) in
+            try awaitLogSpace(2 * Self.smallRecordBytes)
+            var inode = try liveInode(number)
+            let file = try handle.map { (handle) throws(Errno) in try self.file(handle) }
+            if let file, file.inode != inode.number { throw .badFileDescriptor }
+            var plan = AttributePlan()
+            if changes.uid != nil || changes.gid != nil {
+                try planChown(inode, uid: changes.uid ?? .max, gid: changes.gid ?? .max, into: &plan)
+            }
+            if let mode = changes.mode { try planChmod(inode, mode: mode, into: &plan) }
+            try planUtimens(inode, access: changes.atime, modification: changes.mtime, into: &plan)
+            if let size = changes.size {
+                try requireTruncatable(inode, through: file)
+                inode = try truncateLocked(inode, to: size)
+            }
+            if !plan.isEmpty { inode = try apply(plan, to: inode) }
+            return FileStatus(inode)
+        }
     }
 
     public func readlink(_ path: Path) throws(Errno) -> [UInt8] {
-        try locked { () throws(Errno) in
-            let inode = try resolve(path, followFinal: false)
-            guard inode.mode & Inode.typeMask == Inode.typeSymlink else { throw .invalidArgument }
-            return try symlinkTarget(inode)
-        }
+        try locked { () throws(Errno) in try readlinkLocked(try resolve(path, followFinal: false)) }
+    }
+
+    /// readlink of inode `number`.
+    public func readlink(inode number: UInt64) throws(Errno) -> [UInt8] {
+        try locked { () throws(Errno) in try readlinkLocked(try liveInode(number)) }
+    }
+
+    private func readlinkLocked(_ inode: Inode) throws(Errno) -> [UInt8] {
+        guard inode.mode & Inode.typeMask == Inode.typeSymlink else { throw .invalidArgument }
+        return try symlinkTarget(inode)
     }
 
     public func statfs() throws(Errno) -> FileSystemStatistics {
@@ -1437,7 +1730,7 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
 
     private func requireXattrAccess(_ inode: Inode, _ name: [UInt8], write: Bool) throws(Errno) {
         if name.starts(with: Array("trusted.".utf8)) {
-            guard credentials.isRoot else { throw write ? .notPermitted : .noAttribute }
+            guard caller.isRoot else { throw write ? .notPermitted : .noAttribute }
         } else if name.starts(with: Array("user.".utf8)) {
             let type = inode.mode & Inode.typeMask
             guard type == Inode.typeRegular || type == Inode.typeDirectory else { throw write ? .notPermitted : .noAttribute }
@@ -1448,22 +1741,35 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
     }
 
     public func getxattr(_ path: Path, name: String, followSymlinks: Bool = true) throws(Errno) -> [UInt8] {
-        try locked { () throws(Errno) in
-            let inode = try resolve(path, followFinal: followSymlinks)
-            let key = Array(name.utf8)
-            try Self.validateXattrName(key)
-            try requireXattrAccess(inode, key, write: false)
-            guard let found = try xattrs(inode).first(where: { $0.name == key }) else { throw .noAttribute }
-            return found.value
-        }
+        try locked { () throws(Errno) in try getxattrLocked(try resolve(path, followFinal: followSymlinks), Array(name.utf8)) }
+    }
+
+    /// getxattr of inode `number`.
+    public func getxattr(inode number: UInt64, name: [UInt8], as who: Credentials? = nil) throws(Errno) -> [UInt8] {
+        try locked(as: who) { () throws(Errno) in try getxattrLocked(try liveInode(number), name) }
+    }
+
+    private func getxattrLocked(_ inode: Inode, _ key: [UInt8]) throws(Errno) -> [UInt8] {
+        try Self.validateXattrName(key)
+        try requireXattrAccess(inode, key, write: false)
+        guard let found = try xattrs(inode).first(where: { $0.name == key }) else { throw .noAttribute }
+        return found.value
     }
 
     public func listxattr(_ path: Path, followSymlinks: Bool = true) throws(Errno) -> [String] {
         try locked { () throws(Errno) in
-            let inode = try resolve(path, followFinal: followSymlinks)
-            return try xattrs(inode).map { String(decoding: $0.name, as: UTF8.self) }
-                .filter { !$0.hasPrefix("trusted.") || credentials.isRoot }
+            try listxattrLocked(try resolve(path, followFinal: followSymlinks)).map { String(decoding: $0, as: UTF8.self) }
         }
+    }
+
+    /// listxattr of inode `number`: the names, in the order they were set.
+    public func listxattr(inode number: UInt64, as who: Credentials? = nil) throws(Errno) -> [[UInt8]] {
+        try locked(as: who) { () throws(Errno) in try listxattrLocked(try liveInode(number)) }
+    }
+
+    private func listxattrLocked(_ inode: Inode) throws(Errno) -> [[UInt8]] {
+        let trusted = Array("trusted.".utf8)
+        return try xattrs(inode).map(\.name).filter { !$0.starts(with: trusted) || caller.isRoot }
     }
 
     /// setxattr(2); `flags` may hold XATTR_CREATE or XATTR_REPLACE.
@@ -1472,48 +1778,71 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
             guard value.count <= SetxattrArguments.valueBytesMax else { throw .argListTooLong }
             try awaitLogSpace(Self.smallRecordBytes + value.count)
             guard flags.isSubset(of: .known), flags != .known else { throw .invalidArgument }
-            let inode = try resolve(path, followFinal: followSymlinks)
-            let key = Array(name.utf8)
-            try Self.validateXattrName(key)
-            try requireXattrAccess(inode, key, write: true)
-            var attributes = try xattrs(inode)
-            let existing = attributes.firstIndex { $0.name == key }
-            if flags.contains(.create), existing != nil { throw .fileExists }
-            if flags.contains(.replace), existing == nil { throw .noAttribute }
-            // The same rule as the digest's: the serialized set must fit its blocks.
-            func bytes(_ name: [UInt8], _ value: [UInt8]) -> Int { XattrSet.entryHeaderBytes + name.count + value.count }
-            let total = attributes.reduce(0) { $0 + bytes($1.name, $1.value) }
-                - (existing.map { bytes(attributes[$0].name, attributes[$0].value) } ?? 0) + bytes(key, value)
-            guard total <= Self.xattrBytesMax else { throw .noSpace }
-            let blocks = UInt64(XattrBlock.blocksNeeded(setBytes: total))
-            try requireBlocks(blocks)
-            let time = Self.now()
-            let sequence = try append(.setxattr(SetxattrArguments(inode: inode.number, flags: flags, name: key, value: value, time: time)))
-            if let existing { attributes[existing].value = value } else { attributes.append((key, value)) }
-            var changed = inode
-            changed.ctime = time
-            setPending(changed, sequence)
-            pending.inodes[inode.number]!.xattrs = attributes
-            pending.demand(blocks, sequence: sequence)
+            try setxattrLocked(try resolve(path, followFinal: followSymlinks), Array(name.utf8), value, flags: flags)
         }
+    }
+
+    /// setxattr of inode `number`.
+    public func setxattr(inode number: UInt64, name: [UInt8], value: [UInt8], flags: XattrFlags = [],
+                         as who: Credentials? = nil) throws(Errno) {
+        try locked(as: who) { () throws(Errno) in
+            guard value.count <= SetxattrArguments.valueBytesMax else { throw .argListTooLong }
+            try awaitLogSpace(Self.smallRecordBytes + value.count)
+            guard flags.isSubset(of: .known), flags != .known else { throw .invalidArgument }
+            try setxattrLocked(try liveInode(number), name, value, flags: flags)
+        }
+    }
+
+    private func setxattrLocked(_ inode: Inode, _ key: [UInt8], _ value: [UInt8], flags: XattrFlags) throws(Errno) {
+        try Self.validateXattrName(key)
+        try requireXattrAccess(inode, key, write: true)
+        var attributes = try xattrs(inode)
+        let existing = attributes.firstIndex { $0.name == key }
+        if flags.contains(.create), existing != nil { throw .fileExists }
+        if flags.contains(.replace), existing == nil { throw .noAttribute }
+        // The same rule as the digest's: the serialized set must fit its blocks.
+        func bytes(_ name: [UInt8], _ value: [UInt8]) -> Int { XattrSet.entryHeaderBytes + name.count + value.count }
+        let total = attributes.reduce(0) { $0 + bytes($1.name, $1.value) }
+            - (existing.map { bytes(attributes[$0].name, attributes[$0].value) } ?? 0) + bytes(key, value)
+        guard total <= Self.xattrBytesMax else { throw .noSpace }
+        let blocks = UInt64(XattrBlock.blocksNeeded(setBytes: total))
+        try requireBlocks(blocks)
+        let time = Self.now()
+        let sequence = try append(.setxattr(SetxattrArguments(inode: inode.number, flags: flags, name: key, value: value, time: time)))
+        if let existing { attributes[existing].value = value } else { attributes.append((key, value)) }
+        var changed = inode
+        changed.ctime = time
+        setPending(changed, sequence)
+        pending.inodes[inode.number]!.xattrs = attributes
+        pending.demand(blocks, sequence: sequence)
     }
 
     public func removexattr(_ path: Path, name: String, followSymlinks: Bool = true) throws(Errno) {
         try locked { () throws(Errno) in
             try awaitLogSpace(Self.smallRecordBytes)
-            let inode = try resolve(path, followFinal: followSymlinks)
-            let key = Array(name.utf8)
-            try Self.validateXattrName(key)
-            try requireXattrAccess(inode, key, write: true)
-            var attributes = try xattrs(inode)
-            guard let existing = attributes.firstIndex(where: { $0.name == key }) else { throw .noAttribute }
-            let time = Self.now()
-            let sequence = try append(.removexattr(RemoveXattrArguments(inode: inode.number, name: key, time: time)))
-            attributes.remove(at: existing)
-            var changed = inode
-            changed.ctime = time
-            setPending(changed, sequence)
-            pending.inodes[inode.number]!.xattrs = attributes
+            try removexattrLocked(try resolve(path, followFinal: followSymlinks), Array(name.utf8))
         }
+    }
+
+    /// removexattr of inode `number`.
+    public func removexattr(inode number: UInt64, name: [UInt8], as who: Credentials? = nil) throws(Errno) {
+        try locked(as: who) { () throws(Errno) in
+            try awaitLogSpace(Self.smallRecordBytes)
+            try removexattrLocked(try liveInode(number), name)
+        }
+    }
+
+    private func removexattrLocked(_ inode: Inode, _ key: [UInt8]) throws(Errno) {
+        try Self.validateXattrName(key)
+        try requireXattrAccess(inode, key, write: true)
+        var attributes = try xattrs(inode)
+        guard let existing = attributes.firstIndex(where: { $0.name == key }) else { throw .noAttribute }
+        let time = Self.now()
+        let sequence = try append(.removexattr(RemoveXattrArguments(inode: inode.number, name: key, time: time)))
+        attributes.remove(at: existing)
+        var changed = inode
+        changed.ctime = time
+        setPending(changed, sequence)
+        pending.inodes[inode.number]!.xattrs = attributes
     }
 }

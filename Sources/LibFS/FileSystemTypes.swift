@@ -49,6 +49,8 @@ public struct OpenFlags: OptionSet, Sendable, Hashable {
 /// An open file of a `FileSystem` (a descriptor number local to it).
 public struct FileHandle: Sendable, Hashable {
     public let number: Int32
+    /// A handle a front end kept as a number (FUSE's `fh`).
+    public init(number: Int32) { self.number = number }
 }
 
 /// What stat(2) says.
@@ -110,6 +112,27 @@ public enum TimeChange: Sendable, Equatable {
     case set(Timestamp)
 }
 
+/// What one setattr changes (FUSE's SETATTR): nil and `.omit` leave a field alone.
+public struct AttributeChanges: Sendable, Equatable {
+    /// Permission bits (the file type bits are ignored).
+    public var mode: UInt32?
+    public var uid: UInt32?
+    public var gid: UInt32?
+    public var size: UInt64?
+    public var atime: TimeChange
+    public var mtime: TimeChange
+
+    public init(mode: UInt32? = nil, uid: UInt32? = nil, gid: UInt32? = nil, size: UInt64? = nil,
+                atime: TimeChange = .omit, mtime: TimeChange = .omit) {
+        self.mode = mode
+        self.uid = uid
+        self.gid = gid
+        self.size = size
+        self.atime = atime
+        self.mtime = mtime
+    }
+}
+
 /// lseek whence.
 public enum SeekOrigin: Sendable {
     case start, current, end, data, hole
@@ -146,5 +169,5 @@ public struct Credentials: Sendable, Equatable {
 
 extension Errno {
     /// ENODATA (no such attribute); swift-system names it only on some platforms.
-    static var noAttribute: Errno { Errno(rawValue: 61) }
+    public static var noAttribute: Errno { Errno(rawValue: 61) }
 }
