@@ -61,8 +61,14 @@ func openWhenReleased(_ volume: String) throws -> EmbeddedFileSystem {
     /// Measured on this 2-core VM, debug build: the creates run at ~60,000 per second until
     /// the log is half full, then at the digest's pace, which falls as the directory grows
     /// (~1,150 per second between 60,000 and 100,000 files; 100,000 take ~57 s, and listing
-    /// them, after digesting the rest of the log, ~37 s). SHALE_SCALE_FILES=N picks another
-    /// count.
+    /// them, after digesting the rest of the log, ~37 s). A release build (swift build -c
+    /// release --build-tests -Xswiftc -enable-testing) makes 100,000 in ~6 s and 300,000 in
+    /// ~50 s. SHALE_SCALE_FILES=N picks another count.
+    ///
+    /// Known failure (KernFS): creates fail with ENOSPC with over 90 % of the NVM blocks free,
+    /// at ~280,000 files when sized for 400,000 (~1 GiB) and ~450,000 when sized for a million
+    /// (~2.2 GiB): a new inode chunk needs a 4 MiB run of NVM and the allocator finds none.
+    /// The million run fails there until that is fixed.
     @Test func manyFilesInOneDirectoryAreAllFoundAndListed() throws {
         let count = Int(ProcessInfo.processInfo.environment["SHALE_SCALE_FILES"] ?? "") ?? (longTests ? 1_000_000 : 50_000)
         // A 4 MiB log: the background digest runs during the creates (it starts at half full).
@@ -71,7 +77,13 @@ func openWhenReleased(_ volume: String) throws -> EmbeddedFileSystem {
         try fs.mkdir("/many")
         let start = DispatchTime.now()
         for index in 0 ..< count {
-            try fs.close(try fs.open(Path("/many/f\(index)"), [.create, .exclusive, .writeOnly], mode: 0o644))
+            do {
+                try fs.close(try fs.open(Path("/many/f\(index)"), [.create, .exclusive, .writeOnly], mode: 0o644))
+            } catch {
+                let statistics = try fs.statfs()
+                Issue.record("creating file \(index) of \(count): \(error); statfs: \(statistics), log \(fs.logUsedBytes) of \(fs.logCapacityBytes) bytes used")
+                return
+            }
             if index % 10000 == 9999 { print("scale: \(index + 1) after \(String(format: "%.1f", seconds(since: start))) s") }
         }
         let created = seconds(since: start)
