@@ -91,7 +91,7 @@ public final class EmbeddedKernel<NVM: PersistentMemory>: FileSystemKernel, @unc
     /// within one batch).
     public private(set) var coalescedRecords = 0
     /// Keeps the volume (its lock, its mapping) alive while the kernel is.
-    private let owner: AnyObject?
+    private var owner: AnyObject?
     /// Serialises everything that changes the shared area or the kernel's DRAM state
     /// (digest batches, inode numbers, orphans, open counts, statistics).
     private let lock = KernelLock()
@@ -169,6 +169,11 @@ public final class EmbeddedKernel<NVM: PersistentMemory>: FileSystemKernel, @unc
                 throw .ioError
             }
         }
+    }
+
+    public func shutdown() {
+        // The volume's lock goes with its owner (the NVM mapping stays while anything uses it).
+        lock.run { owner = nil }
     }
 
     public func digest(region: Int) throws(Errno) -> DigestCursor {

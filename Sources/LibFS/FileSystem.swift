@@ -125,6 +125,7 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
             for number in open { try dropOpen(number) }
             try digestToEnd()
             try kernel.detachLog(region: grant.region)
+            kernel.shutdown()
             kernel.releaseInodeNumbers(spareInodeNumbers)
             spareInodeNumbers.removeAll()
             closed = true
@@ -160,7 +161,9 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
     private func awaitLogSpace(_ recordBytes: Int) throws(Errno) {
         // Room for the record and, in the worst case, the padding of a wrap before it.
         let needed = 2 * UInt64(recordBytes) + UInt64(LogRecordHeader.encodedBytes)
-        precondition(needed <= log.capacityBytes, "records are sized to fit the region")
+        // Only a log region far smaller than mkfs makes (the format allows 64 KiB) cannot
+        // hold a large record (a 64 KiB xattr value): say so instead of waiting forever.
+        guard needed <= log.capacityBytes else { throw .noSpace }
         let me = caller
         while log.freeBytes < needed {
             if let failure = digestFailure { throw failure }

@@ -83,6 +83,9 @@ public protocol FileSystemKernel<NVM>: AnyObject, Sendable {
     func attachLog(ownerPID: UInt32, ownerUID: UInt32) throws(Errno) -> LogGrant
     /// The owner is done with its region: everything in it has been digested.
     func detachLog(region: Int) throws(Errno)
+    /// The client is gone for good (after `detachLog`): an embedded kernel lets go of its
+    /// volume (its lock), so that the volume can be opened again at once.
+    func shutdown()
     /// Digests one batch of `region` from its digest cursor.
     func digest(region: Int) throws(Errno) -> DigestCursor
 

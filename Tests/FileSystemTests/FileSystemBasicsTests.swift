@@ -121,3 +121,23 @@ struct CoalescingTests {
         #expect(fs.refusedRecords == 0)
     }
 }
+
+struct EmbeddedOpenTests {
+    @Test func aSecondOpenerIsToldTheVolumeIsInUseAndCloseLetsGo() throws {
+        let scratch = try ScratchVolume(nvmBytes: 128 << 20, logBytes: 1 << 20)
+        let fs = try EmbeddedFileSystem.open(volume: scratch.volume)
+        try fs.writeFile("/kept", [1, 2, 3])
+        do {
+            _ = try EmbeddedFileSystem.open(volume: scratch.volume)
+            Issue.record("a second open of a volume in use succeeded")
+        } catch {
+            guard case .inUse = error else { throw error }
+            #expect("\(error)".contains("in use"))
+        }
+        try fs.close()
+        // No waiting: close() has let go of the volume's lock.
+        let again = try EmbeddedFileSystem.open(volume: scratch.volume)
+        #expect(try again.readFile("/kept") == [1, 2, 3])
+        try again.close()
+    }
+}

@@ -39,21 +39,6 @@ final class ScratchVolume {
     deinit { removeTree(directory) }
 }
 
-/// Opens a volume this process just closed, waiting (up to 10 s) for the old instance to go.
-func openWhenReleased(_ volume: String) throws -> EmbeddedFileSystem {
-    let start = DispatchTime.now()
-    while true {
-        do {
-            let fs = try EmbeddedFileSystem.open(volume: volume, background: false)
-            let waited = seconds(since: start)
-            if waited > 0.01 { print("the closed instance held the volume for \(String(format: "%.3f", waited)) s after close()") }
-            return fs
-        } catch {
-            guard case .inUse = error, seconds(since: start) < 10 else { throw error }
-            usleep(1000)
-        }
-    }
-}
 
 @Suite(.serialized) struct ScaleTests {
     /// A million files in one directory with SHALE_LONG_TESTS=1; otherwise 50,000, what fits
@@ -61,17 +46,29 @@ func openWhenReleased(_ volume: String) throws -> EmbeddedFileSystem {
     /// Measured on this 2-core VM, debug build: the creates run at ~60,000 per second until
     /// the log is half full, then at the digest's pace, which falls as the directory grows
     /// (~1,150 per second between 60,000 and 100,000 files; 100,000 take ~57 s, and listing
-    /// them, after digesting the rest of the log, ~37 s). SHALE_SCALE_FILES=N picks another
-    /// count.
+    /// them, after digesting the rest of the log, ~37 s). A release build (swift build -c
+    /// release --build-tests -Xswiftc -enable-testing) makes 100,000 in ~6 s and 300,000 in
+    /// ~50 s. SHALE_SCALE_FILES=N picks another count.
+    ///
+    /// Known failure (KernFS): creates fail with ENOSPC with over 90 % of the NVM blocks free,
+    /// at ~280,000 files when sized for 400,000 (~1 GiB) and ~450,000 when sized for a million
+    /// (~2.2 GiB): a new inode chunk needs a 4 MiB run of NVM and the allocator finds none.
+    /// The million run fails there until that is fixed.
     @Test func manyFilesInOneDirectoryAreAllFoundAndListed() throws {
         let count = Int(ProcessInfo.processInfo.environment["SHALE_SCALE_FILES"] ?? "") ?? (longTests ? 1_000_000 : 50_000)
         // A 4 MiB log: the background digest runs during the creates (it starts at half full).
         let scratch = try ScratchVolume(nvmBytes: UInt64(count) * 2048 + (256 << 20), logBytes: 4 << 20)
-        var fs: EmbeddedFileSystem! = try EmbeddedFileSystem.open(volume: scratch.volume, background: true)
+        let fs = try EmbeddedFileSystem.open(volume: scratch.volume, background: true)
         try fs.mkdir("/many")
         let start = DispatchTime.now()
         for index in 0 ..< count {
-            try fs.close(try fs.open(Path("/many/f\(index)"), [.create, .exclusive, .writeOnly], mode: 0o644))
+            do {
+                try fs.close(try fs.open(Path("/many/f\(index)"), [.create, .exclusive, .writeOnly], mode: 0o644))
+            } catch {
+                let statistics = try fs.statfs()
+                Issue.record("creating file \(index) of \(count): \(error); statfs: \(statistics), log \(fs.logUsedBytes) of \(fs.logCapacityBytes) bytes used")
+                return
+            }
             if index % 10000 == 9999 { print("scale: \(index + 1) after \(String(format: "%.1f", seconds(since: start))) s") }
         }
         let created = seconds(since: start)
@@ -96,10 +93,8 @@ func openWhenReleased(_ volume: String) throws -> EmbeddedFileSystem {
         #expect(try fs.stat("/many").linkCount == 2)
         #expect(fs.refusedRecords == 0)
         try fs.close()
-        // The volume's lock goes with the instance, not with close(); the digest thread may
-        // hold the instance a moment after close() returns.
-        fs = nil
-        let again = try openWhenReleased(scratch.volume)
+        // close() lets go of the volume: it opens again at once.
+        let again = try EmbeddedFileSystem.open(volume: scratch.volume)
         try checkSample(again)
         #expect(try again.listDirectory("/many").count == count)
         #expect(again.kernel.refusals.isEmpty)
