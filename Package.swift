@@ -11,6 +11,7 @@ let package = Package(
         .library(name: "ShaleFormat", targets: ["ShaleFormat"]),
         .library(name: "LibFS", targets: ["LibFS"]),
         .library(name: "KernFS", targets: ["KernFS"]),
+        .library(name: "ShaleFUSE", targets: ["ShaleFUSE"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -22,6 +23,8 @@ let package = Package(
                        providers: [.apt(["libpmem-dev"])]),
         .systemLibrary(name: "CURing", pkgConfig: "liburing",
                        providers: [.apt(["liburing-dev"])]),
+        .systemLibrary(name: "CFuse", pkgConfig: "fuse3",
+                       providers: [.apt(["libfuse3-dev"])]),
         .systemLibrary(name: "CLinux"),
         .target(name: "CCRC32C"),
 
@@ -36,9 +39,12 @@ let package = Package(
                                              .product(name: "SystemPackage", package: "swift-system")]),
         // Layer 4 (kernel role): owns the shared area; today formatting and opening a volume.
         .target(name: "KernFS", dependencies: ["LibFS", "ShaleMedia", "ShaleFormat"]),
+        // Layer 6: front ends. The FUSE daemon, a LibFS client of KernFS in the same process.
+        .target(name: "ShaleFUSE", dependencies: ["CFuse", "KernFS", "LibFS", "ShaleFormat",
+                                                 .product(name: "SystemPackage", package: "swift-system")]),
         // Tools: the one CLI.
         .executableTarget(name: "shale",
-                          dependencies: ["KernFS", "ShaleFormat", "ShaleMedia",
+                          dependencies: ["KernFS", "ShaleFUSE", "LibFS", "ShaleFormat", "ShaleMedia",
                                          .product(name: "ArgumentParser", package: "swift-argument-parser")]),
 
         .testTarget(name: "ShaleMediaTests", dependencies: ["ShaleMedia"]),
@@ -47,7 +53,7 @@ let package = Package(
         .testTarget(name: "KernFSTests", dependencies: ["KernFS", "LibFS", "ShaleFormat", "ShaleMedia"]),
         .testTarget(name: "FileSystemTests", dependencies: ["KernFS", "LibFS", "ShaleFormat", "ShaleMedia",
                                                             .product(name: "SystemPackage", package: "swift-system")]),
-        .testTarget(name: "CLITests", dependencies: ["shale", "KernFS", "LibFS", "ShaleFormat", "ShaleMedia"]),
+        .testTarget(name: "CLITests", dependencies: ["shale", "CLinux", "KernFS", "LibFS", "ShaleFormat", "ShaleMedia"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -8,6 +8,6 @@ struct Shale: ParsableCommand {
         commandName: "shale",
         abstract: "Shale, a cross-media file system: NVM logs in front of SSD and HDD tiers.",
         version: "0.1.0",
-        subcommands: [Mkfs.self, Status.self, Digest.self, Fsck.self]
+        subcommands: [Mkfs.self, Mount.self, Status.self, Digest.self, Fsck.self]
     )
 }

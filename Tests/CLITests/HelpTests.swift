@@ -11,6 +11,7 @@ struct HelpTests {
     @Test(arguments: [
         (["--help"], "shale.txt"),
         (["mkfs", "--help"], "shale-mkfs.txt"),
+        (["mount", "--help"], "shale-mount.txt"),
         (["status", "--help"], "shale-status.txt"),
         (["digest", "--help"], "shale-digest.txt"),
         (["fsck", "--help"], "shale-fsck.txt"),

@@ -1,0 +1,4 @@
+// Only what the FUSE front end calls: libfuse3's low-level API at API version 3.12. A module
+// map cannot pass -D, so the version is defined here, before the header reads it.
+#define FUSE_USE_VERSION 312
+#include <fuse_lowlevel.h>

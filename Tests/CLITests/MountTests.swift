@@ -1,0 +1,440 @@
+// `shale mount` end to end: the real daemon (the built binary, as a subprocess) serves a real
+// volume through /dev/fuse, and this process uses the mount point with ordinary system calls
+// and shell tools, unmounts, mounts again, and checks the volume with `shale fsck`.
+//
+// Safety: every mount point is a fresh directory, every mount's fsname starts with
+// "shale-test-" (stale ones from an earlier run are detached first), and a watchdog kills
+// the daemons and detaches their mounts if a test runs too long, so a hung request fails the
+// test (with ENOTCONN) instead of blocking the run.
+
+import CLinux
+import Foundation
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+private let fsnamePrefix = "shale-test-"
+
+/// Root with /dev/fuse: the mount tests can run.
+private let canMount = getuid() == 0 && access("/dev/fuse", R_OK | W_OK) == 0
+
+/// The mounts this process sees: (mount point, type, source).
+private func mounts() -> [(point: String, type: String, source: String)] {
+    guard let text = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8) else { return [] }
+    return text.split(separator: "\n").compactMap { line in
+        let fields = line.split(separator: " ").map(String.init)
+        guard let dash = fields.firstIndex(of: "-"), dash + 2 < fields.count, fields.count > 4 else { return nil }
+        func unescape(_ text: String) -> String {
+            text.replacingOccurrences(of: "\\040", with: " ").replacingOccurrences(of: "\\011", with: "\t")
+        }
+        return (unescape(fields[4]), fields[dash + 1], unescape(fields[dash + 2]))
+    }
+}
+
+/// Detaches every test mount left by an earlier (crashed) run.
+private func detachStaleTestMounts() {
+    for mount in mounts() where mount.source.hasPrefix(fsnamePrefix) {
+        _ = umount2(mount.point, Int32(MNT_DETACH))
+    }
+}
+
+/// Runs a command line with a time limit (`timeout`), for shell tools on the mount.
+private func shell(_ script: String, seconds: Int = 60) throws -> ShaleCommand.Result {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/usr/bin/timeout")
+    process.arguments = ["-s", "KILL", "\(seconds)", "/bin/sh", "-c", script]
+    let out = Pipe(), err = Pipe()
+    process.standardOutput = out
+    process.standardError = err
+    try process.run()
+    let outData = out.fileHandleForReading.readDataToEndOfFile()
+    let errData = err.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    return ShaleCommand.Result(status: process.terminationStatus, stdout: String(decoding: outData, as: UTF8.self),
+                               stderr: String(decoding: errData, as: UTF8.self))
+}
+
+/// A scratch volume, mount points for it, and the daemons serving it.
+private final class MountFixture: @unchecked Sendable {
+    let scratch = Scratch()
+    let id = "\(getpid())-\(UInt32.random(in: 0 ... .max))"
+    var fsname: String { fsnamePrefix + id }
+    private(set) var mountPoints: [String] = []
+    private var daemons: [Process] = []
+    private var logs: [String] = []
+    private let lock = NSLock()
+    private var watchdogFired = false
+
+    init(watchdogSeconds: Double = 240) throws {
+        detachStaleTestMounts()
+        let made = try ShaleCommand.run(scratch.smallMkfs)
+        guard made.status == 0 else { throw Failure("mkfs failed: \(made.all)") }
+        DispatchQueue.global().asyncAfter(deadline: .now() + watchdogSeconds) { [weak self] in self?.fire() }
+    }
+
+    deinit { cleanUp() }
+
+    struct Failure: Error, CustomStringConvertible {
+        let description: String
+        init(_ description: String) { self.description = description }
+    }
+
+    var didTimeOut: Bool { lock.withLock { watchdogFired } }
+
+    /// The watchdog: every daemon killed, every mount detached; requests in flight fail.
+    private func fire() {
+        lock.withLock { watchdogFired = true }
+        cleanUp()
+    }
+
+    private func cleanUp() {
+        let (daemons, points) = lock.withLock { (self.daemons, mountPoints) }
+        for daemon in daemons where daemon.isRunning { kill(daemon.processIdentifier, SIGKILL) }
+        for point in points {
+            if isMounted(point) { _ = umount2(point, Int32(MNT_DETACH)) }
+            rmdir(point)
+        }
+        for log in lock.withLock({ logs }) { unlink(log) }
+    }
+
+    /// A fresh, empty directory to mount on.
+    func newMountPoint() -> String {
+        let point = "/tmp/shale-mnt-\(id)-\(lock.withLock { mountPoints.count })"
+        mkdir(point, 0o755)
+        lock.withLock { mountPoints.append(point) }
+        return point
+    }
+
+    func isMounted(_ point: String) -> Bool {
+        mounts().contains { $0.point == point && $0.type == "fuse.shale" }
+    }
+
+    /// Starts `shale mount -f` (plus `arguments`) on `point` and waits until the daemon says
+    /// it mounted (a dead mount may sit on `point` until the daemon detaches it, and mount ids
+    /// are reused, so the table alone cannot tell). Returns the daemon; its standard error
+    /// goes to `log(of:)`.
+    @discardableResult
+    func mountInForeground(on point: String, _ arguments: [String] = []) throws -> Process {
+        let log = "/tmp/shale-mnt-\(id)-\(lock.withLock { logs.count }).log"
+        FileManager.default.createFile(atPath: log, contents: nil)
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: ShaleCommand.binary)
+        process.arguments = ["mount", scratch.directory, point, "-f", "-o", "fsname=\(fsname)"] + arguments
+        process.standardOutput = FileHandle(forWritingAtPath: log)
+        process.standardError = FileHandle(forWritingAtPath: log)
+        try process.run()
+        lock.withLock {
+            daemons.append(process)
+            logs.append(log)
+        }
+        let deadline = Date().addingTimeInterval(30)
+        while !(self.log(of: process).contains(" mounted on ") && isMounted(point)) {
+            guard process.isRunning else { throw Failure("the daemon exited (\(process.terminationStatus)): \(self.log(of: process))") }
+            guard Date() < deadline else { throw Failure("not mounted after 30 s: \(self.log(of: process))") }
+            usleep(20_000)
+        }
+        return process
+    }
+
+    func log(of process: Process) -> String {
+        guard let index = lock.withLock({ daemons.firstIndex { $0 === process } }) else { return "" }
+        return (try? String(contentsOfFile: lock.withLock { logs[index] }, encoding: .utf8)) ?? ""
+    }
+
+    /// Waits for the daemon to exit; its status, or nil after `seconds`.
+    func waitForExit(_ process: Process, seconds: Double = 30) -> Int32? {
+        let deadline = Date().addingTimeInterval(seconds)
+        while process.isRunning {
+            guard Date() < deadline else { return nil }
+            usleep(20_000)
+        }
+        return process.terminationStatus
+    }
+
+    /// Waits until no process holds the volume (a background daemon has finished closing).
+    func waitUntilVolumeIsFree(seconds: Double = 30) -> Bool {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            if let status = try? ShaleCommand.run(["status", scratch.directory]), !status.stdout.contains("held by another") {
+                return true
+            }
+            usleep(100_000)
+        }
+        return false
+    }
+}
+
+// MARK: - System calls on the mount
+
+private struct SystemCallError: Error, CustomStringConvertible, Equatable {
+    let call: String
+    let errno: Int32
+    var description: String { "\(call): \(String(cString: strerror(errno)))" }
+}
+
+private func check(_ result: Int, _ call: @autoclosure () -> String) throws {
+    if result < 0 { throw SystemCallError(call: call(), errno: errno) }
+}
+
+/// The errno `body` failed with (0 for success).
+private func errnoOf(_ body: () throws -> Void) -> Int32 {
+    do { try body(); return 0 } catch let error as SystemCallError { return error.errno } catch { return -1 }
+}
+
+private func writeFile(_ path: String, _ bytes: [UInt8], flags: Int32 = O_WRONLY | O_CREAT | O_TRUNC, mode: mode_t = 0o644) throws {
+    let fd = open(path, flags, mode)
+    try check(Int(fd), "open \(path)")
+    defer { close(fd) }
+    var done = 0
+    while done < bytes.count {
+        let count = bytes[done...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        try check(count, "write \(path)")
+        done += count
+    }
+}
+
+private func readFile(_ path: String) throws -> [UInt8] {
+    let fd = open(path, O_RDONLY)
+    try check(Int(fd), "open \(path)")
+    defer { close(fd) }
+    var result: [UInt8] = []
+    var chunk = [UInt8](repeating: 0, count: 1 << 16)
+    while true {
+        let count = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+        try check(count, "read \(path)")
+        if count == 0 { return result }
+        result += chunk[0 ..< count]
+    }
+}
+
+private func status(_ path: String, follow: Bool = true) throws -> stat {
+    var result = stat()
+    try check(Int(follow ? stat(path, &result) : lstat(path, &result)), "stat \(path)")
+    return result
+}
+
+private func bytes(_ text: String) -> [UInt8] { Array(text.utf8) }
+
+private func names(in directory: String) throws -> [String] {
+    guard let stream = opendir(directory) else { throw SystemCallError(call: "opendir \(directory)", errno: errno) }
+    defer { closedir(stream) }
+    var result: [String] = []
+    while let entry = readdir(stream) {
+        let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+            String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
+        }
+        if name != ".", name != ".." { result.append(name) }
+    }
+    return result.sorted()
+}
+
+/// A pattern that differs at every offset, so misplaced bytes show.
+private func pattern(_ count: Int, seed: Int = 0) -> [UInt8] {
+    (0 ..< count).map { UInt8(truncatingIfNeeded: ($0 &* 31 &+ $0 >> 12 &+ seed) % 251) }
+}
+
+// MARK: - Tests
+
+@Suite(.serialized, .enabled(if: canMount, "needs root and /dev/fuse"))
+struct MountTests {
+    @Test(.timeLimit(.minutes(5)))
+    func ordinaryCallsAndShellToolsWorkThroughTheMountAndSurviveRemounting() throws {
+        let fixture = try MountFixture()
+        let point = fixture.newMountPoint()
+        let daemon = try fixture.mountInForeground(on: point)
+        let large = pattern(3 << 20)
+
+        // Files: create, write, read back, stat.
+        try writeFile(point + "/a", bytes("hello"))
+        #expect(try readFile(point + "/a") == bytes("hello"))
+        let a = try status(point + "/a")
+        #expect(a.st_size == 5 && a.st_mode == S_IFREG | 0o644 && a.st_nlink == 1)
+        // Directories, rename, links.
+        try check(Int(mkdir(point + "/d", 0o755)), "mkdir")
+        #expect(try status(point + "/d").st_mode == S_IFDIR | 0o755)
+        #expect(try status(point).st_nlink == 3)
+        try check(Int(rename(point + "/a", point + "/d/b")), "rename")
+        #expect(errnoOf { _ = try status(point + "/a") } == ENOENT)
+        #expect(try readFile(point + "/d/b") == bytes("hello"))
+        try check(Int(symlink("d/b", point + "/s")), "symlink")
+        var target = [CChar](repeating: 0, count: 64)
+        let length = readlink(point + "/s", &target, target.count)
+        #expect(length == 3 && String(decoding: target[0 ..< 3].map { UInt8(bitPattern: $0) }, as: UTF8.self) == "d/b")
+        #expect(try readFile(point + "/s") == bytes("hello"))
+        #expect(try status(point + "/s", follow: false).st_mode & S_IFMT == S_IFLNK)
+        try check(Int(link(point + "/d/b", point + "/h")), "link")
+        #expect(try status(point + "/h").st_nlink == 2 && status(point + "/h").st_ino == status(point + "/d/b").st_ino)
+        try check(Int(unlink(point + "/h")), "unlink")
+        #expect(try status(point + "/d/b").st_nlink == 1)
+        #expect(try names(in: point) == ["d", "s"] && names(in: point + "/d") == ["b"])
+
+        // Errors come back as the errnos Linux gives.
+        #expect(errnoOf { try check(Int(rmdir(point + "/d")), "rmdir") } == ENOTEMPTY)
+        #expect(errnoOf { try check(Int(unlink(point + "/d")), "unlink") } == EISDIR)
+        #expect(errnoOf { try check(Int(mkdir(point + "/d", 0o755)), "mkdir") } == EEXIST)
+        #expect(errnoOf { _ = try readFile(point + "/missing") } == ENOENT)
+        #expect(errnoOf { try writeFile(point + "/d/b", [1], flags: O_WRONLY | O_CREAT | O_EXCL) } == EEXIST)
+
+        // Extended attributes, with the size-0 probe and ERANGE.
+        let file = point + "/d/b"
+        try check(Int(setxattr(file, "user.color", "blue", 4, 0)), "setxattr")
+        #expect(getxattr(file, "user.color", nil, 0) == 4)
+        var value = [UInt8](repeating: 0, count: 16)
+        #expect(getxattr(file, "user.color", &value, value.count) == 4 && Array(value[0 ..< 4]) == bytes("blue"))
+        #expect(getxattr(file, "user.color", &value, 2) == -1 && errno == ERANGE)
+        var list = [CChar](repeating: 0, count: 64)
+        let listed = listxattr(file, &list, list.count)
+        #expect(listxattr(file, nil, 0) == listed && listed == 11)
+        #expect(errnoOf { try check(Int(setxattr(file, "user.color", "red", 3, Int32(XATTR_CREATE))), "setxattr") } == EEXIST)
+        try check(Int(removexattr(file, "user.color")), "removexattr")
+        #expect(getxattr(file, "user.color", &value, value.count) == -1 && errno == ENODATA)
+
+        // Truncate, chmod, times.
+        try check(Int(truncate(file, 2)), "truncate")
+        #expect(try readFile(file) == bytes("he"))
+        try check(Int(truncate(file, 8192)), "truncate")
+        #expect(try readFile(file) == bytes("he") + [UInt8](repeating: 0, count: 8190))
+        try check(Int(chmod(file, 0o600)), "chmod")
+        #expect(try status(file).st_mode == S_IFREG | 0o600)
+        var times = [timespec(tv_sec: 1_000_000_000, tv_nsec: 123), timespec(tv_sec: 1_500_000_000, tv_nsec: 456)]
+        try check(Int(utimensat(AT_FDCWD, file, &times, 0)), "utimensat")
+        let stamped = try status(file)
+        #expect(stamped.st_mtim.tv_sec == 1_500_000_000 && stamped.st_mtim.tv_nsec == 456 && stamped.st_atim.tv_sec == 1_000_000_000)
+
+        // A large file in many FUSE writes; O_APPEND; a file open after its name is gone.
+        try writeFile(point + "/large", large)
+        #expect(try readFile(point + "/large") == large)
+        try writeFile(point + "/log", bytes("one\n"))
+        try writeFile(point + "/log", bytes("two\n"), flags: O_WRONLY | O_APPEND)
+        #expect(try readFile(point + "/log") == bytes("one\ntwo\n"))
+        let fd = open(point + "/gone", O_RDWR | O_CREAT, 0o644)
+        try check(Int(fd), "open")
+        try check(Int(unlink(point + "/gone")), "unlink")
+        #expect(pwrite(fd, "still here", 10, 0) == 10)
+        var back = [UInt8](repeating: 0, count: 10)
+        #expect(pread(fd, &back, 10, 0) == 10 && back == bytes("still here"))
+        var opened = stat()
+        #expect(fstat(fd, &opened) == 0 && opened.st_nlink == 0)
+        close(fd)
+
+        // Sparse files: SEEK_DATA and SEEK_HOLE reach the file system.
+        let sparse = open(point + "/sparse", O_RDWR | O_CREAT, 0o644)
+        try check(Int(sparse), "open")
+        #expect(pwrite(sparse, "x", 1, 1 << 20) == 1)
+        #expect(lseek(sparse, 0, 3 /* SEEK_DATA */) == 1 << 20)
+        #expect(lseek(sparse, 0, 4 /* SEEK_HOLE */) == 0)
+        close(sparse)
+        let allocated = try shell("fallocate -l 8192 '\(point)/sparse' && fallocate -p -o 1048576 -l 1 '\(point)/sparse'")
+        #expect(allocated.status == 0, "\(allocated.all)")
+        #expect(try status(point + "/sparse").st_size == (1 << 20) + 1)
+        #expect(try readFile(point + "/sparse") == [UInt8](repeating: 0, count: (1 << 20) + 1), "the hole punched over the x")
+
+        // statfs: real totals.
+        var totals = statfs()
+        try check(Int(statfs(point, &totals)), "statfs")
+        #expect(totals.f_bsize == 4096 && totals.f_blocks > 0 && totals.f_bfree <= totals.f_blocks && totals.f_files > 0)
+
+        // Shell tools.
+        let tools = try shell("""
+            set -e
+            cd '\(point)'
+            cp large large.copy && cmp large large.copy
+            mkdir -p t/u/v && echo deep > t/u/v/w && mv t t2 && cat t2/u/v/w
+            ls -R t2 | grep -c . >/dev/null
+            rm -rf t2 large.copy
+            echo tail >> log && tail -n 1 log
+            ls
+            """)
+        #expect(tools.status == 0, "\(tools.all)")
+        #expect(tools.stdout == "deep\ntail\nd\nlarge\nlog\ns\nsparse\n", "\(tools.all)")
+
+        // fusermount3 -u: the daemon finishes, digests, closes and exits 0.
+        let unmounted = try shell("fusermount3 -u '\(point)'")
+        #expect(unmounted.status == 0, "\(unmounted.all)")
+        #expect(fixture.waitForExit(daemon) == 0, "\(fixture.log(of: daemon))")
+        #expect(fixture.log(of: daemon).contains("digested and closed"), "\(fixture.log(of: daemon))")
+        #expect(!fixture.isMounted(point))
+
+        // Mounted again: everything is there. SIGTERM unmounts too.
+        let again = try fixture.mountInForeground(on: point)
+        #expect(try readFile(point + "/d/b") == bytes("he") + [UInt8](repeating: 0, count: 8190))
+        #expect(try status(point + "/d/b").st_mode == S_IFREG | 0o600)
+        #expect(try readFile(point + "/large") == large)
+        let viaSymlink = try readFile(point + "/s")
+        #expect(try viaSymlink == readFile(point + "/d/b"))
+        #expect(try readFile(point + "/log") == bytes("one\ntwo\ntail\n"))
+        #expect(try names(in: point) == ["d", "large", "log", "s", "sparse"])
+        kill(again.processIdentifier, SIGTERM)
+        #expect(fixture.waitForExit(again) == 0, "\(fixture.log(of: again))")
+        #expect(!fixture.isMounted(point))
+
+        let fsck = try ShaleCommand.run(["fsck", fixture.scratch.directory])
+        #expect(fsck.status == 0 && fsck.stdout.contains("clean"), "\(fsck.all)")
+        #expect(!fixture.didTimeOut)
+    }
+
+    @Test(.timeLimit(.minutes(3)))
+    func badMountPointsABusyVolumeAndBadOptionsAreClearErrors() throws {
+        let fixture = try MountFixture()
+        let volume = fixture.scratch.directory
+        let missing = try ShaleCommand.run(["mount", volume, "/tmp/shale-no-such-dir-\(fixture.id)"])
+        #expect(missing.status == 1 && missing.stderr.contains("does not exist"), "\(missing.all)")
+        let file = fixture.scratch.path("shale.volume")
+        let notDirectory = try ShaleCommand.run(["mount", volume, file])
+        #expect(notDirectory.status == 1 && notDirectory.stderr.contains("is not a directory"), "\(notDirectory.all)")
+
+        // In the background: the command returns once the mount is ready.
+        let point = fixture.newMountPoint()
+        let background = try ShaleCommand.run(["mount", volume, point, "-o", "fsname=\(fixture.fsname)"])
+        #expect(background.status == 0, "\(background.all)")
+        #expect(fixture.isMounted(point), "the mount is ready when the command returns")
+        try writeFile(point + "/x", bytes("background"))
+
+        let twice = try ShaleCommand.run(["mount", volume, point])
+        #expect(twice.status == 1 && twice.stderr.contains("already a mount point"), "\(twice.all)")
+        let elsewhere = try ShaleCommand.run(["mount", volume, fixture.newMountPoint(), "-f"])
+        #expect(elsewhere.status == 1 && elsewhere.stderr.contains("in use"), "\(elsewhere.all)")
+
+        #expect(try shell("umount '\(point)'").status == 0)
+        #expect(fixture.waitUntilVolumeIsFree(), "the background daemon let go of the volume")
+
+        let badOption = try ShaleCommand.run(["mount", volume, point, "-f", "-o", "no_such_option"])
+        #expect(badOption.status == 1 && badOption.stderr.contains("no_such_option"), "\(badOption.all)")
+        #expect(!fixture.isMounted(point))
+
+        // The volume is usable afterwards, and holds what the background mount answered.
+        let daemon = try fixture.mountInForeground(on: point)
+        #expect(try readFile(point + "/x") == bytes("background"))
+        kill(daemon.processIdentifier, SIGINT)
+        #expect(fixture.waitForExit(daemon) == 0, "\(fixture.log(of: daemon))")
+        let fsck = try ShaleCommand.run(["fsck", volume])
+        #expect(fsck.status == 0, "\(fsck.all)")
+    }
+
+    @Test(.timeLimit(.minutes(3)))
+    func aKilledDaemonLosesNoAnsweredWriteAndItsDeadMountIsDetachedAtTheNextMount() throws {
+        let fixture = try MountFixture()
+        let point = fixture.newMountPoint()
+        let daemon = try fixture.mountInForeground(on: point)
+        let data = pattern(200_000, seed: 7)
+        try check(Int(mkdir(point + "/kept", 0o700)), "mkdir")
+        try writeFile(point + "/kept/data", data)
+        try check(Int(rename(point + "/kept/data", point + "/kept/renamed")), "rename")
+        kill(daemon.processIdentifier, SIGKILL)
+        #expect(fixture.waitForExit(daemon) != nil)
+        #expect(errnoOf { _ = try status(point) } == ENOTCONN, "a dead mount until someone detaches it")
+
+        let again = try fixture.mountInForeground(on: point)
+        let log = fixture.log(of: again)
+        #expect(log.contains("detached a dead mount"), "\(log)")
+        #expect(log.contains("recovered log"), "\(log)")
+        #expect(try readFile(point + "/kept/renamed") == data)
+        #expect(try status(point + "/kept").st_mode == S_IFDIR | 0o700)
+        #expect(try shell("fusermount3 -u '\(point)'").status == 0)
+        #expect(fixture.waitForExit(again) == 0, "\(fixture.log(of: again))")
+        let fsck = try ShaleCommand.run(["fsck", fixture.scratch.directory])
+        #expect(fsck.status == 0 && fsck.stdout.contains("clean"), "\(fsck.all)")
+    }
+}
