@@ -71,19 +71,39 @@ public final class FUSESession: @unchecked Sendable {
         mounted = true
     }
 
+    /// The signals that stop a daemon's loop (libfuse's handlers).
+    public static var stopSignals: sigset_t {
+        var signals = sigset_t()
+        sigemptyset(&signals)
+        for signal in [SIGINT, SIGTERM, SIGHUP] { sigaddset(&signals, signal) }
+        return signals
+    }
+
     /// Serves requests until the file system is unmounted or the session is told to exit;
-    /// then unmounts (when it was not unmounted from outside). `handleSignals` installs
-    /// libfuse's SIGINT/SIGTERM/SIGHUP handlers for the duration (a daemon only: never in a
-    /// process that has other work, such as a test runner). Returns libfuse's status: 0, or
-    /// the signal that stopped it.
+    /// then unmounts (when it was not unmounted from outside). Returns libfuse's status: 0,
+    /// or the signal that stopped it.
+    ///
+    /// `handleSignals` (a daemon only: never in a process that has other work, such as a test
+    /// runner) installs libfuse's SIGINT/SIGTERM/SIGHUP handlers, then unblocks those signals
+    /// on the calling thread for the duration of the loop, which is what wakes it. The caller
+    /// blocks them (`stopSignals`) before starting any other thread, so that every other
+    /// thread inherits the block and the signals land here (libfuse's workers block all
+    /// signals themselves).
     public func run(handleSignals: Bool, maxThreads: UInt32 = 10) -> Int32 {
-        if handleSignals { _ = fuse_set_signal_handlers(session.pointer) }
+        var signals = Self.stopSignals
+        if handleSignals {
+            _ = fuse_set_signal_handlers(session.pointer)
+            pthread_sigmask(SIG_UNBLOCK, &signals, nil)
+        }
         let config = fuse_loop_cfg_create()
         fuse_loop_cfg_set_clone_fd(config, 0)
         fuse_loop_cfg_set_max_threads(config, maxThreads)
         let status = fuse_session_loop_mt(session.pointer, config)
         fuse_loop_cfg_destroy(config)
-        if handleSignals { fuse_remove_signal_handlers(session.pointer) }
+        if handleSignals {
+            pthread_sigmask(SIG_BLOCK, &signals, nil)
+            fuse_remove_signal_handlers(session.pointer)
+        }
         unmount()
         return status
     }

@@ -70,10 +70,9 @@ struct Mount: ParsableCommand {
         let readiness = stayInForeground ? nil : try daemonize()
 
         // libfuse's signal handlers must run on the loop's thread: block the signals here so
-        // that every thread started from now on (the digest thread) inherits the block.
-        var signals = sigset_t()
-        sigemptyset(&signals)
-        for signal in [SIGINT, SIGTERM, SIGHUP] { sigaddset(&signals, signal) }
+        // that every thread started from now on (the digest thread) inherits the block; the
+        // loop unblocks them on this thread once the handlers are in place.
+        var signals = FUSESession.stopSignals
         pthread_sigmask(SIG_BLOCK, &signals, nil)
 
         let fileSystem: EmbeddedFileSystem
@@ -105,9 +104,7 @@ struct Mount: ParsableCommand {
             Output.error("shale mount: \(volume) mounted on \(prepared.path); unmount with fusermount3 -u \(prepared.path)")
         }
 
-        pthread_sigmask(SIG_UNBLOCK, &signals, nil)
         let status = session.run(handleSignals: true)
-        pthread_sigmask(SIG_BLOCK, &signals, nil)
         session.destroy()
         do {
             try fileSystem.close()
