@@ -376,6 +376,55 @@ struct MountTests {
     }
 
     @Test(.timeLimit(.minutes(3)))
+    func concurrentWritersAndAnUnprivilegedCallerAreServedWithTheirOwnCredentials() throws {
+        let fixture = try MountFixture()
+        let point = fixture.newMountPoint()
+        let daemon = try fixture.mountInForeground(on: point, ["-o", "allow_other"])
+        let sources = fixture.scratch.directory
+
+        // Four writers at once through the multi-threaded loop, and two appenders.
+        let parallel = try shell("""
+            set -e
+            cd '\(point)'
+            for i in 1 2 3 4; do head -c 3000000 /dev/urandom > '\(sources)'/src$i; done
+            for i in 1 2 3 4; do cp '\(sources)'/src$i c$i & done
+            for i in 1 2 3 4 5 6 7 8 9 10; do echo a$i >> shared & echo b$i >> shared & done
+            wait
+            for i in 1 2 3 4; do cmp '\(sources)'/src$i c$i; done
+            wc -l < shared
+            """)
+        #expect(parallel.status == 0, "\(parallel.all)")
+        #expect(parallel.stdout == "20\n", "every append kept: \(parallel.all)")
+
+        // An unprivileged caller: its own uid and gid decide (allow_other lets it in).
+        try writeFile(point + "/secret", bytes("root only"), mode: 0o600)
+        try check(Int(chmod(point + "/secret", 0o600)), "chmod")
+        try check(Int(mkdir(point + "/pub", 0o777)), "mkdir")
+        try check(Int(chmod(point + "/pub", 0o1777)), "chmod")
+        try writeFile(point + "/pub/rootfile", bytes("root's"))
+        let user = try shell("""
+            cd '\(point)'
+            setpriv --reuid=1000 --regid=1000 --clear-groups sh -c '
+                cat secret >/dev/null 2>&1 && echo read-secret || echo no-secret
+                echo mine > pub/mine && stat -c %u:%g:%a pub/mine
+                touch denied 2>/dev/null && echo created-in-root || echo no-create
+                rm -f pub/rootfile 2>/dev/null && echo removed-rootfile || echo sticky'
+            """)
+        let lines = user.stdout.split(separator: "\n").map(String.init)
+        #expect(lines.count == 4, "\(user.all)")
+        if lines.count == 4 {
+            #expect(lines[0] == "no-secret" && lines[1].hasPrefix("1000:1000:") && lines[2] == "no-create" && lines[3] == "sticky",
+                    "\(user.all)")
+        }
+        #expect(try status(point + "/pub/mine").st_uid == 1000)
+
+        kill(daemon.processIdentifier, SIGTERM)
+        #expect(fixture.waitForExit(daemon) == 0, "\(fixture.log(of: daemon))")
+        let fsck = try ShaleCommand.run(["fsck", fixture.scratch.directory])
+        #expect(fsck.status == 0 && fsck.stdout.contains("clean"), "\(fsck.all)")
+    }
+
+    @Test(.timeLimit(.minutes(3)))
     func badMountPointsABusyVolumeAndBadOptionsAreClearErrors() throws {
         let fixture = try MountFixture()
         let volume = fixture.scratch.directory
