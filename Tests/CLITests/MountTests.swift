@@ -445,6 +445,9 @@ struct MountTests {
         #expect(twice.status == 1 && twice.stderr.contains("already a mount point"), "\(twice.all)")
         let elsewhere = try ShaleCommand.run(["mount", volume, fixture.newMountPoint(), "-f"])
         #expect(elsewhere.status == 1 && elsewhere.stderr.contains("in use"), "\(elsewhere.all)")
+        // The same in the background: the daemon's error reaches the user, the command fails.
+        let elsewhereInBackground = try ShaleCommand.run(["mount", volume, fixture.newMountPoint()])
+        #expect(elsewhereInBackground.status == 1 && elsewhereInBackground.stderr.contains("in use"), "\(elsewhereInBackground.all)")
 
         #expect(try shell("umount '\(point)'").status == 0)
         #expect(fixture.waitUntilVolumeIsFree(), "the background daemon let go of the volume")
