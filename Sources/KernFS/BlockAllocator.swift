@@ -104,8 +104,14 @@ public final class BlockAllocator<NVM: PersistentMemory>: @unchecked Sendable {
 
     /// Allocates `count` blocks, contiguous where possible, in at most `count` runs; returns
     /// the runs (data-area block numbers of the tier). All or nothing.
+    ///
+    /// `packed` (metadata: directory blocks, extent-tree nodes) takes the lowest free blocks
+    /// instead of continuing from the cursor. Such blocks are small, long-lived and rewritten
+    /// often (a tree is rewritten into new nodes, the old ones freed); placed next-fit they
+    /// end up sprinkled over the whole tier, and no contiguous run is left for an inode
+    /// chunk. Packed at the low end they leave the rest in long runs.
     public func allocate(_ count: UInt64, in transaction: MetadataTransaction<NVM>,
-                         contiguous: Bool = false) throws(AllocationError) -> [Range<UInt64>] {
+                         contiguous: Bool = false, packed: Bool = false) throws(AllocationError) -> [Range<UInt64>] {
         precondition(count > 0)
         if let poisoned { throw .damaged(poisoned) }
         watch(transaction)
@@ -114,6 +120,9 @@ public final class BlockAllocator<NVM: PersistentMemory>: @unchecked Sendable {
         var runs: [Range<UInt64>] = []
         var remaining = count
         var visited = 0
+        let savedCursor = cursor
+        if packed { cursor = 0 }
+        defer { if packed { cursor = savedCursor } }
         var index = cursor / Self.bitsPerBlock
         var bitmaps: [UInt64: AllocatorBitmapBlock] = [:]
         // Take free blocks as they come, preferring to continue the last run.

@@ -314,7 +314,7 @@ public struct ExtentMap<NVM: PersistentMemory> {
                                     seed: UInt32) throws(ExtentMapError) -> UInt64 {
         let block: UInt64
         do {
-            block = try allocator.allocate(1, in: transaction)[0].lowerBound
+            block = try allocator.allocate(1, in: transaction, packed: true)[0].lowerBound
         } catch {
             throw .noSpace("no NVM block for inode \(node.inode)'s extent tree: \(error)")
         }

@@ -31,7 +31,7 @@ public struct InodeBlockMap<NVM: PersistentMemory>: DirectoryBlockMap {
     public mutating func allocate(logicalBlock logical: UInt64) throws(DirectoryError) -> UInt64 {
         let block: UInt64
         do {
-            block = try allocator.allocate(1, in: transaction)[0].lowerBound
+            block = try allocator.allocate(1, in: transaction, packed: true)[0].lowerBound
         } catch {
             if case .damaged(let text) = error { throw .damaged(text) }
             throw .noSpace
