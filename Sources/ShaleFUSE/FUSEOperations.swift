@@ -5,8 +5,8 @@
 // closures (C function pointers) that only unpack arguments and call `answer`.
 //
 // Not offered yet (the kernel falls back or answers ENOSYS): readdirplus (with zero timeouts
-// its attributes would be stale at once), copy_file_range, ioctl, poll, locks (the kernel
-// keeps POSIX and flock locks locally), bmap, retrieve_reply, write_buf.
+// its attributes would be stale at once), ioctl, poll, locks (the kernel keeps POSIX and
+// flock locks locally), bmap, retrieve_reply, write_buf.
 
 import CFuse
 import KernFS
@@ -117,6 +117,26 @@ extension FUSEServer {
         try fileSystem.fallocate(handle, mode: FallocateMode(rawValue: UInt32(bitPattern: mode)), offset: UInt64(offset),
                                  length: UInt64(length))
         return .ok
+    }
+
+    /// copy_file_range: up to one LibFS record's worth, read and written inside the daemon
+    /// (one write record, so the copied range lands whole or not at all); a short count is
+    /// fine (the caller loops, as for any copy_file_range).
+    func copyFileRange(from source: FileHandle, at sourceOffset: Int64, to target: FileHandle, at targetOffset: Int64,
+                       length: Int, flags: Int32) throws(Errno) -> Reply {
+        guard flags == 0, sourceOffset >= 0, targetOffset >= 0 else { throw .invalidArgument }
+        let count = min(length, fileSystem.writeBytesMax)
+        guard count > 0 else { return .written(0) }
+        guard case let .bytes(bytes) = try read(source, size: count, offset: sourceOffset) else { throw .ioError }
+        guard !bytes.isEmpty else { return .written(0) }
+        let result: Result<Int, Errno> = bytes.withUnsafeBytes { buffer in
+            do throws(Errno) {
+                return .success(try fileSystem.pwrite(target, buffer, at: UInt64(targetOffset)))
+            } catch {
+                return .failure(error)
+            }
+        }
+        return .written(try result.get())
     }
 
     /// Only SEEK_DATA and SEEK_HOLE reach the file system; the kernel does the others.
@@ -337,6 +357,12 @@ extension FUSEServer {
         ops.fallocate = { req, _, mode, offset, length, info in
             FUSEServer.answer(req) { server, _ throws(Errno) in
                 try server.fallocate(try FUSEServer.handle(info), mode: mode, offset: Int64(offset), length: Int64(length))
+            }
+        }
+        ops.copy_file_range = { req, _, sourceOffset, source, _, targetOffset, target, length, flags in
+            FUSEServer.answer(req) { server, _ throws(Errno) in
+                try server.copyFileRange(from: try FUSEServer.handle(source), at: Int64(sourceOffset), to: try FUSEServer.handle(target),
+                                         at: Int64(targetOffset), length: length, flags: flags)
             }
         }
         ops.lseek = { req, _, offset, whence, info in
