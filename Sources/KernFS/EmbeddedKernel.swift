@@ -20,29 +20,6 @@ import Glibc
 
 private typealias Inode = ShaleFormat.Inode
 
-/// A pthread mutex (the kernel lock).
-final class KernelLock: @unchecked Sendable {
-    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
-
-    init() {
-        mutex = .allocate(capacity: 1)
-        mutex.initialize(to: pthread_mutex_t())
-        pthread_mutex_init(mutex, nil)
-    }
-
-    deinit {
-        pthread_mutex_destroy(mutex)
-        mutex.deallocate()
-    }
-
-    @inline(__always)
-    func run<T, E: Error>(_ body: () throws(E) -> T) throws(E) -> T {
-        pthread_mutex_lock(mutex)
-        defer { pthread_mutex_unlock(mutex) }
-        return try body()
-    }
-}
-
 /// A reader-writer lock that prefers writers (a commit is never starved by reads).
 final class SharedAreaLock: @unchecked Sendable {
     private let lock: UnsafeMutablePointer<pthread_rwlock_t>
@@ -94,7 +71,7 @@ public final class EmbeddedKernel<NVM: PersistentMemory>: FileSystemKernel, @unc
     private var owner: AnyObject?
     /// Serialises everything that changes the shared area or the kernel's DRAM state
     /// (digest batches, inode numbers, orphans, open counts, statistics).
-    private let lock = KernelLock()
+    private let lock = PthreadMutex()
     /// Readers of the shared area take it shared; a commit's in-place application takes it
     /// exclusively. Readers touch NVM only (never the allocator's or inode table's DRAM
     /// state), and what a batch writes before its commit is either unreferenced (new

@@ -70,7 +70,7 @@ public final class FUSEServer: @unchecked Sendable {
     /// Lookups the kernel holds per inode (entry and create replies add one each; forget
     /// takes them away). The kernel may still name an inode while it holds one.
     private var lookups: [UInt64: UInt64] = [:]
-    private let lookupLock = Mutex()
+    private let lookupLock = PthreadMutex()  // the server's own small state, never held across a LibFS call
 
     public init(fileSystem: EmbeddedFileSystem, timeouts: FUSETimeouts = .none) {
         self.fileSystem = fileSystem
@@ -250,34 +250,8 @@ public final class FUSEServer: @unchecked Sendable {
         } else if has(FUSE_SET_ATTR_MTIME) {
             changes.mtime = .set(time(attributes.st_mtim))
         }
-        // truncate(2) comes with "mtime now": the truncate sets mtime and ctime itself, so
-        // a second record would change nothing.
-        if changes.size != nil, changes.mtime == .now, changes.atime == .omit, changes.mode == nil,
-           changes.uid == nil, changes.gid == nil {
-            changes.mtime = .omit
-        }
+        // truncate(2) comes with "mtime now": `FileSystem.setattr` folds that into the
+        // truncate record itself.
         return changes
-    }
-}
-
-/// A pthread mutex for the server's own small state (never held across a LibFS call).
-final class Mutex: @unchecked Sendable {
-    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
-
-    init() {
-        mutex = .allocate(capacity: 1)
-        mutex.initialize(to: pthread_mutex_t())
-        pthread_mutex_init(mutex, nil)
-    }
-
-    deinit {
-        pthread_mutex_destroy(mutex)
-        mutex.deallocate()
-    }
-
-    func run<T>(_ body: () -> T) -> T {
-        pthread_mutex_lock(mutex)
-        defer { pthread_mutex_unlock(mutex) }
-        return body()
     }
 }
