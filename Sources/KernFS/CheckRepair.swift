@@ -424,7 +424,7 @@ final class Repairer<NVM: PersistentMemory> {
         }
         // A hashed directory's count, after the removals (each of which decremented it).
         let listed = UInt64(try store.list(map, after: 0, limit: 1 << 40).entries.count)
-        if try store.count(map) != listed, let offset = map.offset(ofLogicalBlock: 0) {
+        if try store.count(map) != listed, let offset = try map.offset(ofLogicalBlock: 0) {
             let bytes = transaction.read(offset, count: DirectoryBlock.encodedBytes)
             let decoded = bytes.withUnsafeBytes { buffer in
                 Result { () throws(FormatError) in
@@ -441,13 +441,11 @@ final class Repairer<NVM: PersistentMemory> {
         } else if let countProblem {
             done.append((countProblem, "entry count now exact"))
         }
-        let xattrBlocks = UInt64(Checker<NVM>.xattrBlocks(of: inode, transaction: transaction, nvmData: pass.nvmData, seed: seed)?.count ?? 0)
         do {
-            try map.finish(into: &inode, seed: seed)
+            try map.finish(into: &inode)
         } catch {
             throw .damaged("\(error)")
         }
-        inode.allocatedBlocks += xattrBlocks
         writeInode(inode)
         for (problem, what) in done { did(problem, what) }
     }

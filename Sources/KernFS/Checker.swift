@@ -723,27 +723,30 @@ final class CheckPass<NVM: PersistentMemory> {
                 problem(.symlinkSizeWrong(inode: inode.number, stored: inode.size, actual: UInt64(bytes.count)))
             }
         } else {
-            let map: ExtentMap<NVM>
+            let extents: [Extent], nodeBlocks: [UInt64]
             do {
-                map = try ExtentMap(inode: inode, transaction: transaction, nvmData: nvmData, seed: seed, tiers: tiers)
+                let map = try ExtentMap(inode: inode, transaction: transaction, nvmData: nvmData, seed: seed, tiers: tiers)
+                extents = try map.allExtents()
+                nodeBlocks = try map.allNodeBlocks()
             } catch {
                 problem(.extentMapDamaged(inode: inode.number, detail: "\(error)"))
                 report.ownershipComplete = false
                 return
             }
-            for extent in map.extents {
+            for extent in extents {
                 addRun(extent.tier, start: extent.physicalBlock, count: UInt64(extent.blockCount),
                        owner: .data(inode: inode.number, logicalBlock: extent.logicalBlock))
             }
-            for node in map.nodeBlocks {
+            for node in nodeBlocks {
                 addRun(.nvm, start: node, count: 1, owner: .extentTreeNode(inode: inode.number))
             }
-            held += map.blockCount
-            if special && map.blockCount > 0 {
-                problem(.specialFileHasBlocks(inode: inode.number, blocks: map.blockCount))
+            let mapBlocks = extents.reduce(UInt64(0)) { $0 + UInt64($1.blockCount) } + UInt64(nodeBlocks.count)
+            held += mapBlocks
+            if special && mapBlocks > 0 {
+                problem(.specialFileHasBlocks(inode: inode.number, blocks: mapBlocks))
             }
             if type == Inode.typeDirectory {
-                let size = map.extents.reduce(UInt64(0)) { $0 + UInt64($1.blockCount) } * Self.blockBytes
+                let size = extents.reduce(UInt64(0)) { $0 + UInt64($1.blockCount) } * Self.blockBytes
                 if inode.size != size { problem(.directorySizeWrong(inode: inode.number, stored: inode.size, actual: size)) }
             }
         }
@@ -1145,8 +1148,10 @@ struct ReadOnlyDirectoryMap<NVM: PersistentMemory>: DirectoryBlockMap {
         self.nvmData = nvmData
     }
 
-    func offset(ofLogicalBlock logical: UInt64) -> UInt64? {
-        guard let extent = map.lookup(logical), extent.tier == .nvm else { return nil }
+    func offset(ofLogicalBlock logical: UInt64) throws(DirectoryError) -> UInt64? {
+        let found: Extent?
+        do { found = try map.lookup(logical) } catch { throw .damaged("\(error)") }
+        guard let extent = found, extent.tier == .nvm else { return nil }
         let block = extent.physicalBlock + (logical - extent.logicalBlock)
         guard block < nvmData.dataBlocks else { return nil }
         return nvmData.dataOffset + block * UInt64(Format.blockBytes)

@@ -144,7 +144,8 @@ public final class Digester<NVM: PersistentMemory>: @unchecked Sendable {
             let budget = journal.capacityBytes / 2
             var applied = 0, refused: [(sequence: UInt64, reason: String)] = [], released: [UInt64] = []
             var index = 0
-            while index < count, transaction.journalBytes < budget {
+            // A run of writes keeps its file's map unstored: its changes count too.
+            while index < count, transaction.journalBytes + (batch.writing?.map.pendingJournalBytes ?? 0) < budget {
                 let entry = window[index]
                 index += 1
                 if let reason = entry.refusal {
@@ -430,7 +431,7 @@ public final class Digester<NVM: PersistentMemory>: @unchecked Sendable {
                 return bytes
             }
             let map = try ExtentMap<NVM>(inode: inode, transaction: transaction, nvmData: allocator.device, seed: seed)
-            guard let extent = map.lookup(0), extent.tier == .nvm, !extent.flags.contains(.unwritten) else {
+            guard let extent = try map.lookup(0), extent.tier == .nvm, !extent.flags.contains(.unwritten) else {
                 throw DigestError.damaged("symbolic link \(inode.number) has no NVM block for its target")
             }
             return transaction.read(allocator.nvmOffset(ofBlock: extent.physicalBlock), count: Int(inode.size))
@@ -489,7 +490,7 @@ public final class Digester<NVM: PersistentMemory>: @unchecked Sendable {
 
     /// Ends a run of writes: the file's map and inode go into the transaction.
     private func finishWrites(_ batch: inout Batch) throws {
-        guard var (inode, map) = batch.writing else { return }
+        guard case (var inode, let map)? = batch.writing else { return }
         batch.writing = nil
         // Blocks reserved for the run and not used (a write that overwrote after all).
         var unused = batch.reserve[batch.reserveNext...].sorted()[...]
@@ -501,7 +502,7 @@ public final class Digester<NVM: PersistentMemory>: @unchecked Sendable {
             while unused.first == end { end += 1; unused = unused.dropFirst() }
             try allocator.free(first ..< end, in: batch.transaction)
         }
-        try storeMap(&map, into: &inode, batch.transaction)
+        try storeMap(map, into: &inode, batch.transaction)
         try inodes.write(inode, in: batch.transaction)
     }
 
@@ -567,7 +568,7 @@ public final class Digester<NVM: PersistentMemory>: @unchecked Sendable {
             if isDirectory {
                 var map = try InodeBlockMap(inode: inode, transaction: transaction, allocator: allocator, seed: seed)
                 try DirectoryStore<NVM>.initialize(directory: inode.number, volumeSeed: seed, map: &map, transaction: transaction)
-                try map.finish(into: &inode, seed: seed)
+                try map.finish(into: &inode)
                 parent.linkCount += 1
             }
             try store.insert((name: arguments.name, inode: inode.number, type: Self.directoryType(arguments.mode)), into: &parentMap)
@@ -641,7 +642,7 @@ public final class Digester<NVM: PersistentMemory>: @unchecked Sendable {
                 for range in batch.lookahead where !range.isEmpty && planned.count < 65536 {
                     for logical in range.lowerBound / Self.blockBytes ... (range.upperBound - 1) / Self.blockBytes
                         where planned.count < 65536 {
-                        if let extent = map.lookup(logical), extent.tier == .nvm, !extent.flags.contains(.compressed) { continue }
+                        if let extent = try map.lookup(logical), extent.tier == .nvm, !extent.flags.contains(.compressed) { continue }
                         planned.insert(logical)
                     }
                 }
@@ -668,25 +669,25 @@ public final class Digester<NVM: PersistentMemory>: @unchecked Sendable {
         case let .truncate(arguments):
             var inode = try regularFile(arguments.inode, in: transaction)
             if arguments.size < inode.size {
-                var map = try ExtentMap<NVM>(inode: inode, transaction: transaction, nvmData: allocator.device, seed: seed)
+                let map = try ExtentMap<NVM>(inode: inode, transaction: transaction, nvmData: allocator.device, seed: seed)
                 let keepBlocks = (arguments.size + Self.blockBytes - 1) / Self.blockBytes
                 let tail = Int(arguments.size % Self.blockBytes)
                 // Checks first: the cut must not split a compressed extent, and the kept
                 // partial block is zeroed in place, so it must be on NVM.
-                if let cut = map.lookup(keepBlocks), cut.flags.contains(.compressed), cut.logicalBlock < keepBlocks {
+                if let cut = try map.lookup(keepBlocks), cut.flags.contains(.compressed), cut.logicalBlock < keepBlocks {
                     throw Refusal("truncating inside a compressed extent is not supported yet")
                 }
-                let tailExtent = tail == 0 ? nil : map.lookup(keepBlocks - 1)
+                let tailExtent = tail == 0 ? nil : try map.lookup(keepBlocks - 1)
                 if let tailExtent, tailExtent.tier != .nvm || tailExtent.flags.contains(.compressed) {
                     throw Refusal("the file's last kept block is on the \(tailExtent.tier) tier: truncating inside it is not supported yet")
                 }
-                batch.freed += map.unmap(keepBlocks ..< UInt64.max / Self.blockBytes).filter { $0.tier == .nvm }.map(\.blocks)
+                batch.freed += try map.unmap(keepBlocks ..< UInt64.max / Self.blockBytes).filter { $0.tier == .nvm }.map(\.blocks)
                 // The rest of the last kept block reads as zeros from now on.
                 if let tailExtent, !tailExtent.flags.contains(.unwritten) {
                     let block = tailExtent.physicalBlock + (keepBlocks - 1 - tailExtent.logicalBlock)
                     zeroInPlace(block: block, within: tail ..< Format.blockBytes)
                 }
-                try storeMap(&map, into: &inode, transaction)
+                try storeMap(map, into: &inode, transaction)
             }
             inode.size = arguments.size
             inode.mtime = arguments.time
@@ -915,16 +916,16 @@ public final class Digester<NVM: PersistentMemory>: @unchecked Sendable {
         }
         let (end, overflow) = arguments.offset.addingReportingOverflow(arguments.length)
         guard arguments.length > 0, !overflow, end <= LogOperation.fileBytesMax else { throw Refusal("the range is empty or too large") }
-        var map = try ExtentMap<NVM>(inode: inode, transaction: transaction, nvmData: allocator.device, seed: seed)
+        let map = try ExtentMap<NVM>(inode: inode, transaction: transaction, nvmData: allocator.device, seed: seed)
         let touched = arguments.offset / Self.blockBytes ..< (end + Self.blockBytes - 1) / Self.blockBytes
         let whole = (arguments.offset + Self.blockBytes - 1) / Self.blockBytes ..< max(end / Self.blockBytes, (arguments.offset + Self.blockBytes - 1) / Self.blockBytes)
         if punch || zero {
             // Zeroing and unmapping happen in place, on NVM: data on other tiers waits for tiering.
-            if let other = map.extents(overlapping: touched).first(where: { $0.tier != .nvm || $0.flags.contains(.compressed) }) {
+            if let other = try map.extents(overlapping: touched).first(where: { $0.tier != .nvm || $0.flags.contains(.compressed) }) {
                 throw Refusal("the range holds data on the \(other.tier) tier\(other.flags.contains(.compressed) ? ", compressed" : ""): not supported yet")
             }
         }
-        let holes = punch ? [] : map.holes(in: touched)
+        let holes = punch ? [] : try map.holes(in: touched)
         let needed = holes.reduce(UInt64(0)) { $0 + UInt64($1.count) }
         guard needed <= allocator.freeBlocks else {
             throw Refusal("no space: \(needed) blocks to allocate, \(allocator.freeBlocks) free")
@@ -933,7 +934,7 @@ public final class Digester<NVM: PersistentMemory>: @unchecked Sendable {
         // Writes. The partial blocks at the ends of the range, where mapped and written.
         if punch || zero {
             for logical in [touched.lowerBound, touched.upperBound - 1] where !whole.contains(logical) {
-                guard let extent = map.lookup(logical), !extent.flags.contains(.unwritten) else { continue }
+                guard let extent = try map.lookup(logical), !extent.flags.contains(.unwritten) else { continue }
                 let blockStart = logical * Self.blockBytes
                 let from = Int(max(arguments.offset, blockStart) - blockStart)
                 let to = Int(min(end, blockStart + Self.blockBytes) - blockStart)
@@ -942,10 +943,10 @@ public final class Digester<NVM: PersistentMemory>: @unchecked Sendable {
             }
         }
         if punch {
-            batch.freed += map.unmap(whole).filter { $0.tier == .nvm }.map(\.blocks)
+            batch.freed += try map.unmap(whole).filter { $0.tier == .nvm }.map(\.blocks)
         }
         if zero {
-            map.setUnwritten(whole, true)
+            try map.setUnwritten(whole, true)
         }
         if needed > 0 {
             var runs = try allocateRuns(needed, transaction)[...]
@@ -954,13 +955,13 @@ public final class Digester<NVM: PersistentMemory>: @unchecked Sendable {
                 while logical < hole.upperBound {
                     let run = runs.first!
                     let take = min(hole.upperBound - logical, UInt64(run.count), UInt64(UInt32.max))
-                    map.map(Extent(logicalBlock: logical, physicalBlock: run.lowerBound, blockCount: UInt32(take), tier: .nvm, flags: .unwritten))
+                    try map.map(Extent(logicalBlock: logical, physicalBlock: run.lowerBound, blockCount: UInt32(take), tier: .nvm, flags: .unwritten))
                     logical += take
                     if take == UInt64(run.count) { runs.removeFirst() } else { runs[runs.startIndex] = run.lowerBound + take ..< run.upperBound }
                 }
             }
         }
-        try storeMap(&map, into: &inode, transaction)
+        try storeMap(map, into: &inode, transaction)
         if !keepSize { inode.size = max(inode.size, end) }
         inode.mtime = arguments.time
         inode.ctime = arguments.time
@@ -983,7 +984,7 @@ public final class Digester<NVM: PersistentMemory>: @unchecked Sendable {
         var missing: [UInt64] = []
         var unwritten: [UInt64] = []
         for logical in first ... last {
-            if let extent = map.lookup(logical), extent.tier == .nvm, !extent.flags.contains(.compressed) {
+            if let extent = try map.lookup(logical), extent.tier == .nvm, !extent.flags.contains(.compressed) {
                 if extent.flags.contains(.unwritten) { unwritten.append(logical) }
                 continue
             }
@@ -999,7 +1000,7 @@ public final class Digester<NVM: PersistentMemory>: @unchecked Sendable {
             var fresh = blocks.makeIterator()
             for logical in missing {
                 let block = fresh.next()!
-                batch.freed += map.map(Extent(logicalBlock: logical, physicalBlock: block, blockCount: 1, tier: .nvm))
+                batch.freed += try map.map(Extent(logicalBlock: logical, physicalBlock: block, blockCount: 1, tier: .nvm))
                     .filter { $0.tier == .nvm }.map(\.blocks)
                 // A new block: whatever this write does not cover reads as zeros.
                 nvm.fill(0, at: Int(allocator.nvmOffset(ofBlock: block)), count: Format.blockBytes)
@@ -1008,11 +1009,11 @@ public final class Digester<NVM: PersistentMemory>: @unchecked Sendable {
         }
         for logical in unwritten {
             // Until the commit the block still reads as zeros (unwritten), whatever it holds.
-            let extent = map.lookup(logical)!
+            let extent = try map.lookup(logical)!
             let offset = Int(allocator.nvmOffset(ofBlock: extent.physicalBlock + (logical - extent.logicalBlock)))
             nvm.fill(0, at: offset, count: Format.blockBytes)
             nvm.flush(offset: offset, count: Format.blockBytes)
-            map.setUnwritten(logical ..< logical + 1, false)
+            try map.setUnwritten(logical ..< logical + 1, false)
         }
         var done = 0
         while done < bytes.count {
@@ -1020,7 +1021,7 @@ public final class Digester<NVM: PersistentMemory>: @unchecked Sendable {
             let logical = position / Self.blockBytes
             let within = Int(position % Self.blockBytes)
             let take = min(bytes.count - done, Format.blockBytes - within)
-            let extent = map.lookup(logical)!
+            let extent = try map.lookup(logical)!
             let blockOffset = Int(allocator.nvmOffset(ofBlock: extent.physicalBlock + (logical - extent.logicalBlock)))
             bytes[done ..< done + take].withUnsafeBytes { nvm.store($0, at: blockOffset + within) }
             nvm.flush(offset: blockOffset + within, count: take)
@@ -1139,26 +1140,27 @@ public final class Digester<NVM: PersistentMemory>: @unchecked Sendable {
     /// extended attributes.
     private func release(_ inode: Inode, batch: inout Batch) throws {
         if case .inline = inode.mapping {} else {
-            var map = try ExtentMap<NVM>(inode: inode, transaction: batch.transaction, nvmData: allocator.device, seed: seed)
-            batch.freed += map.unmap(0 ..< UInt64.max / Self.blockBytes).filter { $0.tier == .nvm }.map(\.blocks)
+            let map = try ExtentMap<NVM>(inode: inode, transaction: batch.transaction, nvmData: allocator.device, seed: seed)
+            batch.freed += try map.unmap(0 ..< UInt64.max / Self.blockBytes).filter { $0.tier == .nvm }.map(\.blocks)
             // Storing the empty map frees the tree's own nodes, if it has any.
             var scratch = inode
-            try map.store(into: &scratch, transaction: batch.transaction, allocator: allocator, seed: seed)
+            try map.store(into: &scratch, allocator: allocator)
         }
         batch.freed += try attributeBlocks(of: inode, batch.transaction).map { $0 ..< $0 + 1 }
         try inodes.free(inode.number, in: batch.transaction)
     }
 
-    /// Stores a file's map and its block count: data and tree blocks plus its xattr blocks.
-    private func storeMap(_ map: inout ExtentMap<NVM>, into inode: inout Inode, _ transaction: MetadataTransaction<NVM>) throws {
-        try map.store(into: &inode, transaction: transaction, allocator: allocator, seed: seed)
-        inode.allocatedBlocks = map.blockCount + UInt64(try attributeBlocks(of: inode, transaction).count)
+    /// Stores a file's map; its block count (data and tree blocks plus its xattr blocks)
+    /// changes by what the map gained or lost.
+    private func storeMap(_ map: ExtentMap<NVM>, into inode: inout Inode, _ transaction: MetadataTransaction<NVM>) throws {
+        try map.store(into: &inode, allocator: allocator)
+        inode.allocatedBlocks = UInt64(max(0, Int64(inode.allocatedBlocks) + map.takeBlockDelta()))
     }
 
-    /// Finishes a directory's block map into its inode (size, blocks, with its xattr blocks).
+    /// Finishes a directory's block map into its inode (size and blocks change by what it
+    /// gained or lost).
     private func finish(_ map: inout InodeBlockMap<NVM>, into inode: inout Inode, _ transaction: MetadataTransaction<NVM>) throws {
-        try map.finish(into: &inode, seed: seed)
-        inode.allocatedBlocks += UInt64(try attributeBlocks(of: inode, transaction).count)
+        try map.finish(into: &inode)
     }
 
     private func directoryStore(_ directory: UInt64, _ transaction: MetadataTransaction<NVM>) -> DirectoryStore<NVM> {

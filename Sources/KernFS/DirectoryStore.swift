@@ -60,14 +60,15 @@ import ShaleMedia
 /// Where a directory's logical blocks live: the inode's extent map in KernFS; a plain map
 /// over NVM data-area blocks in tests.
 public protocol DirectoryBlockMap {
-    /// NVM byte offset of logical block `logical`, or nil if the directory has no such block.
-    func offset(ofLogicalBlock logical: UInt64) -> UInt64?
+    /// NVM byte offset of logical block `logical`, or nil if the directory has no such block;
+    /// `damaged` when the map cannot be read.
+    func offset(ofLogicalBlock logical: UInt64) throws(DirectoryError) -> UInt64?
     /// Gives the directory a new block at `logical` and returns its NVM offset. Its old
     /// contents do not matter: the store writes a whole block image before it reads one.
     /// Throws `noSpace` when there is none.
     mutating func allocate(logicalBlock logical: UInt64) throws(DirectoryError) -> UInt64
-    /// Releases the block at `logical`.
-    mutating func release(logicalBlock logical: UInt64)
+    /// Releases the block at `logical`; `damaged` when the map cannot be read.
+    mutating func release(logicalBlock logical: UInt64) throws(DirectoryError)
 }
 
 public enum DirectoryError: Error, Equatable, CustomStringConvertible {
@@ -154,7 +155,7 @@ public struct DirectoryStore<NVM: PersistentMemory> {
     /// Writes a new empty directory's block 0 (mkdir). `exists` if the directory has one.
     public static func initialize(directory: UInt64, volumeSeed: UInt32, map: inout some DirectoryBlockMap,
                                   transaction: MetadataTransaction<NVM>) throws(DirectoryError) {
-        guard map.offset(ofLogicalBlock: 0) == nil else { throw .exists }
+        guard try map.offset(ofLogicalBlock: 0) == nil else { throw .exists }
         let offset = try map.allocate(logicalBlock: 0)
         let block = DirectoryBlock(directory: directory, logicalBlock: 0,
                                    content: .leaf(localDepth: 0, hashPrefix: 0, overflowNext: 0, entries: []))
@@ -219,7 +220,7 @@ public struct DirectoryStore<NVM: PersistentMemory> {
                     // An emptied overflow block leaves its chain.
                     chain[link - 1].overflowNext = chain[link].overflowNext
                     write(chain[link - 1])
-                    map.release(logicalBlock: chain[link].logical)
+                    try map.release(logicalBlock: chain[link].logical)
                 } else {
                     write(chain[link])
                 }
@@ -445,14 +446,14 @@ public struct DirectoryStore<NVM: PersistentMemory> {
         var candidate = try unusedLogicalBlock(after: root, map: map)
         while freshLogicals.count < lowFresh + highFresh {
             guard candidate < DirectoryBlock.tableBase else { throw .noSpace }
-            if map.offset(ofLogicalBlock: candidate) == nil { freshLogicals.append(candidate) }
+            if try map.offset(ofLogicalBlock: candidate) == nil { freshLogicals.append(candidate) }
             candidate += 1
         }
         let freshOffsets = try allocate(freshLogicals, map: &map)
         let fresh: [Place] = zip(freshLogicals, freshOffsets).map { ($0, $1) }
         let lowPlaces: [Place] = [(chain[0].logical, chain[0].offset)] + spare[0 ..< lowReused] + fresh[0 ..< lowFresh]
         let highPlaces: [Place] = [fresh[lowFresh]] + spare[lowReused ..< lowReused + highReused] + fresh[(lowFresh + 1)...]
-        for place in spare[(lowReused + highReused)...] { map.release(logicalBlock: place.logical) }
+        for place in spare[(lowReused + highReused)...] { try map.release(logicalBlock: place.logical) }
 
         for (side, places, sidePrefix) in [(low, lowPlaces, lowPrefix), (high, highPlaces, highPrefix)] {
             for (index, entries) in side.enumerated() {
@@ -516,7 +517,7 @@ public struct DirectoryStore<NVM: PersistentMemory> {
     private func unusedLogicalBlock(after root: Root, map: some DirectoryBlockMap) throws(DirectoryError) -> UInt64 {
         var candidate = root.bucketCount + 1
         while candidate < DirectoryBlock.tableBase {
-            if map.offset(ofLogicalBlock: candidate) == nil { return candidate }
+            if try map.offset(ofLogicalBlock: candidate) == nil { return candidate }
             candidate += 1
         }
         throw .noSpace
@@ -528,12 +529,12 @@ public struct DirectoryStore<NVM: PersistentMemory> {
         var offsets: [UInt64] = []
         for logical in logicals {
             do throws(DirectoryError) {
-                guard map.offset(ofLogicalBlock: logical) == nil else {
+                guard try map.offset(ofLogicalBlock: logical) == nil else {
                     throw .damaged("directory \(directory) already has logical block \(logical)")
                 }
                 offsets.append(try map.allocate(logicalBlock: logical))
             } catch {
-                for given in logicals.prefix(offsets.count) { map.release(logicalBlock: given) }
+                for given in logicals.prefix(offsets.count) { try? map.release(logicalBlock: given) }
                 throw error
             }
         }
@@ -598,7 +599,7 @@ public struct DirectoryStore<NVM: PersistentMemory> {
     }
 
     private func location(of logical: UInt64, _ map: some DirectoryBlockMap) throws(DirectoryError) -> UInt64 {
-        guard let offset = map.offset(ofLogicalBlock: logical) else {
+        guard let offset = try map.offset(ofLogicalBlock: logical) else {
             throw .damaged("directory \(directory) has no logical block \(logical)")
         }
         // The map is trusted, but a wild offset must be an error, not a trap in the reader.

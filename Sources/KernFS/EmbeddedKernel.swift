@@ -253,6 +253,15 @@ public final class EmbeddedKernel<NVM: PersistentMemory>: FileSystemKernel, @unc
         }
     }
 
+    private func lookup(_ logical: UInt64, in map: ExtentMap<NVM>) throws(Errno) -> Extent? {
+        do {
+            return try map.lookup(logical)
+        } catch {
+            Self.report("\(error)")
+            throw .ioError
+        }
+    }
+
     private func extentMap(_ inode: Inode, _ transaction: MetadataTransaction<NVM>) throws(Errno) -> ExtentMap<NVM> {
         do {
             return try ExtentMap<NVM>(inode: inode, transaction: transaction, nvmData: allocator.device, seed: seed)
@@ -282,7 +291,7 @@ public final class EmbeddedKernel<NVM: PersistentMemory>: FileSystemKernel, @unc
                 let logical = position / block
                 let within = position % block
                 let take = min(block - within, end - position)
-                if let extent = map.lookup(logical), !extent.flags.contains(.unwritten) {
+                if let extent = try lookup(logical, in: map), !extent.flags.contains(.unwritten) {
                     guard extent.tier == .nvm else {
                         Self.report("inode \(number): data on the \(extent.tier) tier cannot be read yet")
                         throw .ioError
@@ -302,7 +311,9 @@ public final class EmbeddedKernel<NVM: PersistentMemory>: FileSystemKernel, @unc
             guard let inode = try readInode(number, transaction) else { return [] }
             if case .inline = inode.mapping { return inode.size > 0 ? [0 ..< 1] : [] }
             var ranges: [Range<UInt64>] = []
-            for extent in try extentMap(inode, transaction).extents where !extent.flags.contains(.unwritten) {
+            let all: [Extent]
+            do { all = try extentMap(inode, transaction).allExtents() } catch { Self.report("\(error)"); throw .ioError }
+            for extent in all where !extent.flags.contains(.unwritten) {
                 let range = extent.logicalBlock ..< extent.logicalBlock + UInt64(extent.blockCount)
                 if let last = ranges.last, last.upperBound == range.lowerBound {
                     ranges[ranges.count - 1] = last.lowerBound ..< range.upperBound

@@ -11,7 +11,7 @@ public struct InodeBlockMap<NVM: PersistentMemory>: DirectoryBlockMap {
     private let allocator: BlockAllocator<NVM>
     private let transaction: MetadataTransaction<NVM>
     private var released: [FreedBlocks] = []
-    /// Blocks added since loading (st_blocks bookkeeping).
+    /// Data blocks added (or removed, negative) since loading or the last `finish`.
     public private(set) var blocksAdded: Int64 = 0
 
     public init(inode: Inode, transaction: MetadataTransaction<NVM>, allocator: BlockAllocator<NVM>, seed: UInt32) throws(ExtentMapError) {
@@ -21,8 +21,10 @@ public struct InodeBlockMap<NVM: PersistentMemory>: DirectoryBlockMap {
         self.transaction = transaction
     }
 
-    public func offset(ofLogicalBlock logical: UInt64) -> UInt64? {
-        guard let extent = extents.lookup(logical), extent.tier == .nvm else { return nil }
+    public func offset(ofLogicalBlock logical: UInt64) throws(DirectoryError) -> UInt64? {
+        let found: Extent?
+        do { found = try extents.lookup(logical) } catch { throw .damaged("\(error)") }
+        guard let extent = found, extent.tier == .nvm else { return nil }
         let block = extent.physicalBlock + (logical - extent.logicalBlock)
         guard block < allocator.device.dataBlocks else { return nil }  // damage: the store's decode reports it
         return allocator.nvmOffset(ofBlock: block)
@@ -36,28 +38,35 @@ public struct InodeBlockMap<NVM: PersistentMemory>: DirectoryBlockMap {
             if case .damaged(let text) = error { throw .damaged(text) }
             throw .noSpace
         }
-        released += extents.map(Extent(logicalBlock: logical, physicalBlock: block, blockCount: 1, tier: .nvm))
+        do {
+            released += try extents.map(Extent(logicalBlock: logical, physicalBlock: block, blockCount: 1, tier: .nvm))
+        } catch {
+            throw .damaged("\(error)")
+        }
         blocksAdded += 1
         return allocator.nvmOffset(ofBlock: block)
     }
 
-    public mutating func release(logicalBlock logical: UInt64) {
-        let freed = extents.unmap(logical ..< logical + 1)
+    public mutating func release(logicalBlock logical: UInt64) throws(DirectoryError) {
+        let freed: [FreedBlocks]
+        do { freed = try extents.unmap(logical ..< logical + 1) } catch { throw .damaged("\(error)") }
         released += freed
         blocksAdded -= Int64(freed.reduce(0) { $0 + $1.blocks.count })
     }
 
-    /// Frees released blocks and stores the map into `inode` (its block count, and its size
-    /// as blocks × 4096, as directories report it), all in the transaction.
-    public mutating func finish(into inode: inout Inode, seed: UInt32) throws(ExtentMapError) {
+    /// Frees released blocks and stores the map into `inode`, whose block count and size
+    /// (blocks × 4096, as directories report it) change by what the map gained or lost, all
+    /// in the transaction. `inode` is the inode the map was loaded from (as changed since).
+    public mutating func finish(into inode: inout Inode) throws(ExtentMapError) {
         do {
             for freed in released where freed.tier == .nvm { try allocator.free(freed.blocks, in: transaction) }
         } catch {
             throw .damaged("\(error)")
         }
         released = []
-        try extents.store(into: &inode, transaction: transaction, allocator: allocator, seed: seed)
-        inode.allocatedBlocks = extents.blockCount
-        inode.size = extents.extents.reduce(UInt64(0)) { $0 + UInt64($1.blockCount) } * UInt64(Format.blockBytes)
+        try extents.store(into: &inode, allocator: allocator)
+        inode.allocatedBlocks = UInt64(max(0, Int64(inode.allocatedBlocks) + extents.takeBlockDelta()))
+        inode.size = UInt64(max(0, Int64(inode.size) + blocksAdded * Int64(Format.blockBytes)))
+        blocksAdded = 0
     }
 }

@@ -86,7 +86,7 @@ struct CheckerTests {
         func block(of number: UInt64, logical: UInt64 = 0) throws -> UInt64 {
             let transaction = MetadataTransaction(journal: world.digester.journal)
             let map = try ExtentMap<NVM>(inode: try inode(number), transaction: transaction, nvmData: nvmData, seed: seed)
-            let extent = try #require(map.lookup(logical))
+            let extent = try #require(try map.lookup(logical))
             return extent.physicalBlock + (logical - extent.logicalBlock)
         }
 
@@ -119,7 +119,7 @@ struct CheckerTests {
             let store = DirectoryStore(directory: directory, hashKey: world.superblock.directoryHashKey, volumeSeed: seed,
                                        transaction: transaction)
             try change(store, &map)
-            try map.finish(into: &inode, seed: seed)
+            try map.finish(into: &inode)
             transaction.write(inode.encode(seed: seed), at: UInt64(slotOffset(directory)))
             try transaction.commit()
         }

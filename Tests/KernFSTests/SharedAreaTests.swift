@@ -30,7 +30,7 @@ struct SharedAreaTests {
             try store.insert((name: name, inode: 100_000 + UInt64(index), type: 8), into: &map)
             names.append(name)
             if index % 500 == 499 {
-                try map.finish(into: &directory, seed: seed)
+                try map.finish(into: &directory)
                 try inodes.write(directory, in: transaction)
                 try transaction.commit()
                 map = try InodeBlockMap(inode: directory, transaction: transaction, allocator: allocator, seed: seed)
