@@ -359,6 +359,56 @@ struct DigestTests {
         }
         #expect(checked > 20)
     }
+
+    /// The same for a file whose map is a tree changed in place: leaves gain extents and
+    /// split, the root grows, a truncate empties leaves and frees them. Every crash image,
+    /// recovered by digesting again, holds the same file and the same free space.
+    @Test func aCrashWhileAnExtentTreeChangesIsRepairedByDigestingAgain() throws {
+        let world = try DigestTests.World()
+        let root = world.superblock.rootInode
+        let file = try world.create("scattered", in: root)
+        // 300 writes two blocks apart: 300 extents, a tree of a root and three leaves.
+        for slot in 0 ..< 300 as Range<UInt64> {
+            try world.write(file, [UInt8](repeating: UInt8(truncatingIfNeeded: slot), count: 10), at: slot * 2 * 4096 + 7)
+        }
+        try world.digestCleanly()
+        guard case .tree = try #require(try world.inode(file)).mapping else { Issue.record("expected a tree"); return }
+        // The digest under test: the odd blocks in between (leaves overflow and split), then a
+        // cut that empties the last leaves, then more writes past it.
+        for slot in 0 ..< 250 as Range<UInt64> {
+            try world.write(file, [0xA0 | UInt8(slot % 16)], at: (slot * 2 + 1) * 4096)
+        }
+        try world.truncate(file, to: 200 * 4096 + 100)
+        for slot in 300 ..< 340 as Range<UInt64> {
+            try world.write(file, [UInt8(slot % 200)], at: slot * 3 * 4096)
+        }
+        let before = world.nvm.trace.events.count
+        let report = try world.digestAll()
+        #expect(report.end != nil && report.refused.isEmpty, "one batch, nothing refused: \(report.refused)")
+        guard case let .tree(_, depth, count) = try #require(try world.inode(file)).mapping else { Issue.record("expected a tree"); return }
+        #expect(depth == 1 && count > 127, "depth \(depth), \(count) extents")
+        let expected = try world.tree()
+        let expectedUsage = try world.usage()
+        let events = world.nvm.trace.events
+        let model = world.nvm.trace.replay(initialImage: world.nvm.initialImage, eventCount: before)
+        var generator = SplitMix64(seed: 77)
+        var checked = 0
+        for eventCount in before ... events.count {
+            if eventCount > before { model.apply(events[eventCount - 1]) }
+            let atFence = eventCount == before || events[eventCount - 1] == .fence
+            guard atFence || generator.next() % 64 == 0 else { continue }
+            for fate in [LineFate.drop, .keep, .tear(wordMask: UInt8(truncatingIfNeeded: generator.next()))] {
+                let crashed = NVM(image: model.crashImage { _ in fate }, recordsTrace: false)
+                let volume = try Volume(nvm: crashed, nvmName: "crashed", lowerDevices: [], repair: true)
+                let again = try DigestTests.World(nvm: crashed, superblock: volume.superblock)
+                _ = try again.digester.recoverAllLogs()
+                #expect(try again.tree() == expected, "crash at event \(eventCount) with \(fate)")
+                #expect(try again.usage() == expectedUsage, "crash at event \(eventCount) with \(fate)")
+                checked += 1
+            }
+        }
+        #expect(checked > 10)
+    }
 }
 
 struct DigestHostileRecordTests {
