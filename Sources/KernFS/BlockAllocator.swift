@@ -112,6 +112,19 @@ public final class BlockAllocator<NVM: PersistentMemory>: @unchecked Sendable {
     /// chunk. Packed at the low end they leave the rest in long runs.
     public func allocate(_ count: UInt64, in transaction: MetadataTransaction<NVM>,
                          contiguous: Bool = false, packed: Bool = false) throws(AllocationError) -> [Range<UInt64>] {
+        let runs = try allocateRuns(count, in: transaction, contiguous: contiguous, packed: packed)
+        if device.tier == .nvm {
+            // A block starts a new life: whatever verified in its old one says nothing now.
+            for run in runs {
+                let start = nvmOffset(ofBlock: run.lowerBound)
+                transaction.journal.verifiedBlocks.invalidate(start ..< start + UInt64(run.count) * UInt64(Format.blockBytes))
+            }
+        }
+        return runs
+    }
+
+    private func allocateRuns(_ count: UInt64, in transaction: MetadataTransaction<NVM>,
+                              contiguous: Bool, packed: Bool) throws(AllocationError) -> [Range<UInt64>] {
         precondition(count > 0)
         if let poisoned { throw .damaged(poisoned) }
         watch(transaction)

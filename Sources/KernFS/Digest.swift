@@ -93,6 +93,10 @@ public final class Digester<NVM: PersistentMemory>: @unchecked Sendable {
     /// searches past damage (the log's owner is gone) and keeps inodes that lose their last
     /// link as orphans (later records of the log may still use them; `recoverAllLogs` frees
     /// them at the end); a live log ends at its first gap.
+    // Specialised for the production NVM (and its callees in this module with it): called
+    // through LibFS's generic kernel protocol, it would otherwise run unspecialised, paying a
+    // runtime generic-metadata lookup at every use of a generic type.
+    @_specialize(where NVM == MappedPersistentMemory)
     public func digest(region: Int, recovery: Bool, maxRecords: Int = 4096) throws(DigestError) -> DigestReport {
         guard let descriptor = logTable.read(region).descriptor, descriptor.state != .free else {
             throw .notAttached(region: region)
@@ -1002,17 +1006,14 @@ public final class Digester<NVM: PersistentMemory>: @unchecked Sendable {
                 let block = fresh.next()!
                 batch.freed += try map.map(Extent(logicalBlock: logical, physicalBlock: block, blockCount: 1, tier: .nvm))
                     .filter { $0.tier == .nvm }.map(\.blocks)
-                // A new block: whatever this write does not cover reads as zeros.
-                nvm.fill(0, at: Int(allocator.nvmOffset(ofBlock: block)), count: Format.blockBytes)
-                nvm.flush(offset: Int(allocator.nvmOffset(ofBlock: block)), count: Format.blockBytes)
+                // A new block: what this write does not cover reads as zeros.
+                zeroUncovered(block: block, logical: logical, writtenFrom: offset, count: bytes.count)
             }
         }
         for logical in unwritten {
             // Until the commit the block still reads as zeros (unwritten), whatever it holds.
             let extent = try map.lookup(logical)!
-            let offset = Int(allocator.nvmOffset(ofBlock: extent.physicalBlock + (logical - extent.logicalBlock)))
-            nvm.fill(0, at: offset, count: Format.blockBytes)
-            nvm.flush(offset: offset, count: Format.blockBytes)
+            zeroUncovered(block: extent.physicalBlock + (logical - extent.logicalBlock), logical: logical, writtenFrom: offset, count: bytes.count)
             try map.setUnwritten(logical ..< logical + 1, false)
         }
         var done = 0
@@ -1023,18 +1024,28 @@ public final class Digester<NVM: PersistentMemory>: @unchecked Sendable {
             let take = min(bytes.count - done, Format.blockBytes - within)
             let extent = try map.lookup(logical)!
             let blockOffset = Int(allocator.nvmOffset(ofBlock: extent.physicalBlock + (logical - extent.logicalBlock)))
-            bytes[done ..< done + take].withUnsafeBytes { nvm.store($0, at: blockOffset + within) }
-            nvm.flush(offset: blockOffset + within, count: take)
+            // Stored and flushed (non-temporal stores for whole blocks); fenced by the commit.
+            bytes[done ..< done + take].withUnsafeBytes { nvm.storeFlush($0, at: blockOffset + within) }
             done += take
         }
+    }
+
+    /// Zeroes, flushed, the parts of NVM block `block` (logical block `logical` of a file) that
+    /// a write of `count` bytes at byte `offset` leaves: nothing for a block it covers whole.
+    private func zeroUncovered(block: UInt64, logical: UInt64, writtenFrom offset: UInt64, count: Int) {
+        let start = logical * Self.blockBytes
+        let from = Int(max(offset, start) - start)
+        let to = Int(min(offset + UInt64(count), start + Self.blockBytes) - start)
+        let base = Int(allocator.nvmOffset(ofBlock: block))
+        if from > 0 { nvm.fillFlush(0, at: base, count: from) }
+        if to < Format.blockBytes { nvm.fillFlush(0, at: base + to, count: Format.blockBytes - to) }
     }
 
     /// Zeroes bytes `within` of NVM data block `block` in place, flushed (fenced by the commit).
     private func zeroInPlace(block: UInt64, within: Range<Int>) {
         guard !within.isEmpty else { return }
         let offset = Int(allocator.nvmOffset(ofBlock: block)) + within.lowerBound
-        nvm.fill(0, at: offset, count: within.count)
-        nvm.flush(offset: offset, count: within.count)
+        nvm.fillFlush(0, at: offset, count: within.count)
     }
 
     /// `count` NVM blocks, in as few runs as the allocator finds.

@@ -162,19 +162,21 @@ public struct DirectoryStore<NVM: PersistentMemory> {
         transaction.writeChanged(block.encode(seed: volumeSeed), at: offset)
     }
 
-    /// The entry named `name`, or nil.
+    /// The entry named `name`, or nil. Reads the blocks in place: no entry but the one found
+    /// is decoded.
     public func lookup(_ name: [UInt8], in map: some DirectoryBlockMap) throws(DirectoryError) -> DirectoryEntry? {
         try check(name)
         let hash = DirectoryEntry.hash(fullHash: fullHash(name))
-        switch try readTop(map) {
-        case let .small(leaf):
-            return leaf.entries.first { $0.hash == hash && $0.name == name }
-        case let .hashed(root):
-            for leaf in try readBucket(pointerIndex(hash, root), root: root, map) {
-                if let entry = leaf.entries.first(where: { $0.hash == hash && $0.name == name }) { return entry }
-            }
-            return nil
+        let top = try topInPlace(map)
+        guard let root = top.root else {
+            return try findInPlace(hash, name, logical: 0, offset: top.offset, count: top.header.entryCount).entry
         }
+        var found: DirectoryEntry? = nil
+        try visitBucketInPlace(pointerIndex(hash, root), root: root, map) { (logical, offset, header) throws(DirectoryError) -> Bool in
+            found = try findInPlace(hash, name, logical: logical, offset: offset, count: header.entryCount).entry
+            return found == nil
+        }
+        return found
     }
 
     /// Adds an entry; `exists` if the name is there.
@@ -184,14 +186,34 @@ public struct DirectoryStore<NVM: PersistentMemory> {
         precondition(entry.inode != 0, "inode 0 is never a directory entry's")
         let new = DirectoryEntry(inode: entry.inode, hash: DirectoryEntry.hash(fullHash: fullHash(entry.name)),
                                  type: entry.type, name: entry.name)
-        switch try readTop(map) {
-        case var .small(leaf):
-            if leaf.entries.contains(where: { $0.hash == new.hash && $0.name == new.name }) { throw .exists }
-            if leaf.hasRoom(for: new) {
-                leaf.entries.append(new)
-                write(leaf)
+        // The common case in place: the name is absent and a block of its bucket has room.
+        let top = try topInPlace(map)
+        if let root = top.root {
+            var room: (offset: UInt64, count: Int, end: Int)? = nil
+            try visitBucketInPlace(pointerIndex(new.hash, root), root: root, map) { (logical, offset, header) throws(DirectoryError) -> Bool in
+                let (entry, end) = try findInPlace(new.hash, new.name, logical: logical, offset: offset, count: header.entryCount)
+                if entry != nil { throw .exists }
+                if room == nil, end + new.encodedBytes <= DirectoryBlock.encodedBytes { room = (offset, header.entryCount, end) }
+                return true
+            }
+            if let room {
+                append(new, at: room)
+                transaction.editBlock(at: root.offset, resealing: volumeSeed) { block in
+                    DirectoryBlock.setDirectoryEntryCount(root.entryCount + 1, in: block)
+                }
                 return
             }
+        } else {
+            let (entry, end) = try findInPlace(new.hash, new.name, logical: 0, offset: top.offset, count: top.header.entryCount)
+            if entry != nil { throw .exists }
+            if end + new.encodedBytes <= DirectoryBlock.encodedBytes {
+                append(new, at: (top.offset, top.header.entryCount, end))
+                return
+            }
+        }
+        // Growth (a split, a doubling, an overflow block, small to hashed) works on decoded blocks.
+        switch try readTop(map) {
+        case let .small(leaf):
             var root = try convert(leaf, map: &map)
             try insertHashed(new, root: &root, map: &map)
         case var .hashed(root):
@@ -612,15 +634,97 @@ public struct DirectoryStore<NVM: PersistentMemory> {
 
     private func readBlock(_ logical: UInt64, _ map: some DirectoryBlockMap) throws(DirectoryError) -> (offset: UInt64, block: DirectoryBlock) {
         let offset = try location(of: logical, map)
-        let bytes = transaction.read(offset, count: Self.blockBytes)
-        let decoded = bytes.withUnsafeBytes { buffer in
-            Result { () throws(FormatError) in
-                try DirectoryBlock.decode(buffer, seed: volumeSeed, expectedDirectory: directory, expectedLogicalBlock: logical)
+        let read: (block: DirectoryBlock, trusted: Bool)
+        do {
+            read = try transaction.withBlock(at: offset) { (bytes, trusted) throws(FormatError) -> (block: DirectoryBlock, trusted: Bool) in
+                (try DirectoryBlock.decode(bytes, seed: volumeSeed, expectedDirectory: directory, expectedLogicalBlock: logical,
+                                           verifyChecksum: !trusted), trusted)
             }
+        } catch {
+            throw .damaged(error.description)
         }
-        switch decoded {
-        case let .success(block): return (offset, block)
-        case let .failure(error): throw .damaged(error.description)
+        if !read.trusted { transaction.markVerified(blockAt: offset) }
+        return (offset, read.block)
+    }
+
+    // MARK: Blocks in place (lookups and appends)
+
+    /// The header of the block at `offset`: its checksum checked unless the block is trusted
+    /// (this transaction's own image, or verified since it last changed), then marked verified.
+    private func headerInPlace(logical: UInt64, offset: UInt64) throws(DirectoryError) -> DirectoryBlock.Header {
+        let read: (header: DirectoryBlock.Header, trusted: Bool)
+        do {
+            read = try transaction.withBlock(at: offset) { (bytes, trusted) throws(FormatError) -> (header: DirectoryBlock.Header, trusted: Bool) in
+                (try DirectoryBlock.header(bytes, seed: volumeSeed, expectedDirectory: directory, expectedLogicalBlock: logical,
+                                           verifyChecksum: !trusted), trusted)
+            }
+        } catch {
+            throw .damaged(error.description)
+        }
+        if !read.trusted { transaction.markVerified(blockAt: offset) }
+        return read.header
+    }
+
+    /// Block 0's header: a small directory's leaf (`root` nil) or the index root.
+    private func topInPlace(_ map: some DirectoryBlockMap) throws(DirectoryError) -> (offset: UInt64, header: DirectoryBlock.Header, root: Root?) {
+        let offset = try location(of: 0, map)
+        let header = try headerInPlace(logical: 0, offset: offset)
+        if header.isIndexRoot {
+            return (offset, header, Root(offset: offset, globalDepth: header.globalDepth, entryCount: header.directoryEntryCount,
+                                         bucketCount: header.bucketCount))
+        }
+        guard header.localDepth == 0, header.hashPrefix == 0, header.overflowNext == 0 else {
+            throw .damaged("directory \(directory) block 0: a small directory's leaf with depth \(header.localDepth), prefix \(header.hashPrefix), overflow \(header.overflowNext)")
+        }
+        return (offset, header, nil)
+    }
+
+    private func findInPlace(_ hash: UInt32, _ name: [UInt8], logical: UInt64, offset: UInt64,
+                             count: Int) throws(DirectoryError) -> (entry: DirectoryEntry?, end: Int) {
+        do {
+            return try transaction.withBytes(offset, count: Self.blockBytes) { (bytes) throws(FormatError) -> (entry: DirectoryEntry?, end: Int) in
+                try DirectoryBlock.findEntry(in: bytes, count: count, hash: hash, name: name, directory: directory, logicalBlock: logical)
+            }
+        } catch {
+            throw .damaged(error.description)
+        }
+    }
+
+    /// Visits the blocks of the bucket of pointer `index`, head first, with the checks of
+    /// `readBucket` on each header (leaf, depth and prefix of the pointer, no loop), until
+    /// `visit` returns false.
+    private func visitBucketInPlace(_ index: UInt64, root: Root, _ map: some DirectoryBlockMap,
+                                    _ visit: (UInt64, UInt64, DirectoryBlock.Header) throws(DirectoryError) -> Bool) throws(DirectoryError) {
+        let tableOffset = try location(of: DirectoryBlock.tableBase + index / Self.pointersPerBlock, map)
+        let first = transaction.readWord(tableOffset + 8 * (index % Self.pointersPerBlock))
+        try checkPointer(first, index: index)
+        var seen: [UInt64] = []
+        var logical = first
+        var depth: UInt8? = nil
+        repeat {
+            guard logical < DirectoryBlock.tableBase, !seen.contains(logical) else {
+                throw .damaged("directory \(directory) bucket \(first): overflow link to \(logical)")
+            }
+            seen.append(logical)
+            let offset = try location(of: logical, map)
+            let header = try headerInPlace(logical: logical, offset: offset)
+            guard !header.isIndexRoot else {
+                throw .damaged("directory \(directory) block \(logical): an index root where a bucket belongs")
+            }
+            guard header.localDepth <= root.globalDepth, header.localDepth == (depth ?? header.localDepth),
+                  UInt64(header.hashPrefix) == index >> (UInt64(root.globalDepth) - UInt64(header.localDepth)) else {
+                throw .damaged("directory \(directory) block \(logical): depth \(header.localDepth) prefix \(header.hashPrefix) under pointer \(index) of global depth \(root.globalDepth)")
+            }
+            depth = header.localDepth
+            guard try visit(logical, offset, header) else { return }
+            logical = header.overflowNext
+        } while logical != 0
+    }
+
+    /// Appends in place; the checksum is recomputed once, at commit.
+    private func append(_ entry: DirectoryEntry, at place: (offset: UInt64, count: Int, end: Int)) {
+        transaction.editBlock(at: place.offset, resealing: volumeSeed) { block in
+            DirectoryBlock.appendEntry(entry, to: block, count: place.count, end: place.end)
         }
     }
 

@@ -13,6 +13,7 @@ import LibFS
 import ShaleFormat
 import ShaleMedia
 import SystemPackage
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -153,6 +154,7 @@ public final class EmbeddedKernel<NVM: PersistentMemory>: FileSystemKernel, @unc
         lock.run { owner = nil }
     }
 
+    @_specialize(where NVM == MappedPersistentMemory)
     public func digest(region: Int) throws(Errno) -> DigestCursor {
         try lock.run { () throws(Errno) -> DigestCursor in
             let report: DigestReport
@@ -207,6 +209,9 @@ public final class EmbeddedKernel<NVM: PersistentMemory>: FileSystemKernel, @unc
         }
     }
 
+    public var sharedGeneration: UInt64 { digester.journal.generation.load(ordering: .acquiring) }
+
+    @_specialize(where NVM == MappedPersistentMemory)
     public func inode(_ number: UInt64) throws(Errno) -> ShaleFormat.Inode? {
         try shared.reading { () throws(Errno) -> ShaleFormat.Inode? in try readInode(number, readTransaction()) }
     }
@@ -224,6 +229,7 @@ public final class EmbeddedKernel<NVM: PersistentMemory>: FileSystemKernel, @unc
         }
     }
 
+    @_specialize(where NVM == MappedPersistentMemory)
     public func lookup(directory: UInt64, name: [UInt8]) throws(Errno) -> SharedDirectoryEntry? {
         try shared.reading { () throws(Errno) -> SharedDirectoryEntry? in
             guard let (store, map) = try directoryParts(directory, readTransaction()) else { return nil }
@@ -237,6 +243,7 @@ public final class EmbeddedKernel<NVM: PersistentMemory>: FileSystemKernel, @unc
         }
     }
 
+    @_specialize(where NVM == MappedPersistentMemory)
     public func list(directory: UInt64, after cookie: UInt64, limit: Int) throws(Errno) -> (entries: [SharedDirectoryEntry], next: UInt64?) {
         try shared.reading { () throws(Errno) -> (entries: [SharedDirectoryEntry], next: UInt64?) in
             guard let (store, map) = try directoryParts(directory, readTransaction()) else { return ([], nil) }
@@ -271,6 +278,7 @@ public final class EmbeddedKernel<NVM: PersistentMemory>: FileSystemKernel, @unc
         }
     }
 
+    @_specialize(where NVM == MappedPersistentMemory)
     public func read(inode number: UInt64, at offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws(Errno) {
         try shared.reading { () throws(Errno) in
             guard let base = buffer.baseAddress, buffer.count > 0 else { return }
@@ -305,6 +313,7 @@ public final class EmbeddedKernel<NVM: PersistentMemory>: FileSystemKernel, @unc
         }
     }
 
+    @_specialize(where NVM == MappedPersistentMemory)
     public func dataBlocks(inode number: UInt64) throws(Errno) -> [Range<UInt64>] {
         try shared.reading { () throws(Errno) -> [Range<UInt64>] in
             let transaction = readTransaction()
@@ -325,6 +334,7 @@ public final class EmbeddedKernel<NVM: PersistentMemory>: FileSystemKernel, @unc
         }
     }
 
+    @_specialize(where NVM == MappedPersistentMemory)
     public func symlinkTarget(inode number: UInt64) throws(Errno) -> [UInt8] {
         try shared.reading { () throws(Errno) -> [UInt8] in
             let transaction = readTransaction()
@@ -340,6 +350,7 @@ public final class EmbeddedKernel<NVM: PersistentMemory>: FileSystemKernel, @unc
         }
     }
 
+    @_specialize(where NVM == MappedPersistentMemory)
     public func extendedAttributes(inode number: UInt64) throws(Errno) -> [(name: [UInt8], value: [UInt8])] {
         try shared.reading { () throws(Errno) -> [(name: [UInt8], value: [UInt8])] in
             let transaction = readTransaction()
@@ -373,6 +384,7 @@ public final class EmbeddedKernel<NVM: PersistentMemory>: FileSystemKernel, @unc
         }
     }
 
+    @_specialize(where NVM == MappedPersistentMemory)
     public func statistics() -> FileSystemStatistics {
         lock.run {
             let perChunk = UInt64(superblock.layout.inodesPerChunk)

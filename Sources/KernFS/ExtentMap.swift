@@ -331,16 +331,19 @@ public final class ExtentMap<NVM: PersistentMemory> {
         guard level <= Self.depthMax, block < nvmData.dataBlocks else {
             throw .damaged("inode \(inode): extent tree node \(block) at depth \(level) is out of range")
         }
-        let bytes = transaction.read(nvmData.dataOffset + block * UInt64(Format.blockBytes), count: Format.blockBytes)
-        let decoded: Result<ExtentNode, ExtentMapError> = bytes.withUnsafeBytes { buffer in
-            do throws(FormatError) {
-                return .success(try ExtentNode.decode(buffer, seed: seed, expectedInode: inode))
-            } catch {
-                return .failure(.damaged("inode \(inode): extent tree node \(block): \(error)"))
+        let offset = nvmData.dataOffset + block * UInt64(Format.blockBytes)
+        let decoded: (node: ExtentNode, trusted: Bool)
+        do {
+            // The checksum is checked unless the node verified since it last changed.
+            decoded = try transaction.withBlock(at: offset) { (buffer, trusted) throws(FormatError) -> (node: ExtentNode, trusted: Bool) in
+                (try ExtentNode.decode(buffer, seed: seed, expectedInode: inode, verifyChecksum: !trusted), trusted)
             }
+        } catch {
+            throw .damaged("inode \(inode): extent tree node \(block): \(error)")
         }
+        if !decoded.trusted { transaction.markVerified(blockAt: offset) }
         var result = Node(level: level)
-        switch try decoded.get().entries {
+        switch decoded.node.entries {
         case let .leaf(extents):
             guard level == 0 else { throw .damaged("inode \(inode): extent tree leaf \(block) at depth \(level)") }
             for extent in extents {

@@ -13,6 +13,7 @@
 
 import ShaleFormat
 import ShaleMedia
+import Synchronization
 
 public enum JournalError: Error, Equatable, CustomStringConvertible {
     case tooLarge(bytes: Int, capacity: Int)
@@ -33,6 +34,12 @@ public final class MetadataJournal<NVM: PersistentMemory>: @unchecked Sendable {
     private let seed: UInt32
     private let allowed: Range<UInt64>
     private let forbidden: [Range<UInt64>]
+    /// Blocks that verified since they last changed; cleared here as transactions apply.
+    public let verifiedBlocks: VerifiedBlocks
+    /// Bumped each time a transaction is applied in place: a reader that saw the same value
+    /// before and after reading the shared area read one consistent state, and may keep what
+    /// it read for as long as the value stays the same (LibFS's cache of the shared area).
+    public let generation = Atomic<UInt64>(0)
 
     public convenience init(nvm: NVM, superblock: Superblock) {
         self.init(nvm: nvm, layout: superblock.layout, volumeSeed: superblock.volumeID.checksumSeed)
@@ -47,6 +54,7 @@ public final class MetadataJournal<NVM: PersistentMemory>: @unchecked Sendable {
         // The journal never writes itself, nor the client-writable log area.
         forbidden = [layout.journalOffset ..< layout.journalOffset + layout.journalBytes,
                      layout.logAreaOffset ..< layout.logAreaEnd]
+        verifiedBlocks = VerifiedBlocks(regionBytes: nvm.byteCount)
     }
 
     /// Bytes of writes (with their 16-byte headers, padded) one transaction may hold.
@@ -135,7 +143,9 @@ public final class MetadataJournal<NVM: PersistentMemory>: @unchecked Sendable {
             precondition(allowed.contains(write.offset) && !forbidden.contains { $0.contains(write.offset) },
                          "a journal write outside the shared area")
             write.bytes.withUnsafeBytes { nvm.storeFlush($0, at: Int(write.offset)) }
+            verifiedBlocks.invalidate(write.offset ..< write.offset + UInt64(write.bytes.count))
         }
+        generation.add(1, ordering: .releasing)
         nvm.fence()
         // Retired: the transaction area may be reused.
         nvm.storeWord(sequence, at: base + JournalControl.appliedSequenceOffset)

@@ -18,6 +18,9 @@ public final class MetadataTransaction<NVM: PersistentMemory> {
 
     private struct DirtyBlock {
         var image: [UInt8]
+        /// The seed of the block's checksum (CRC32C at byte 4) when an edit left it to be
+        /// recomputed at commit (`editBlock(at:resealing:)`).
+        var resealSeed: UInt32? = nil
         /// The changed byte ranges of the block: sorted, disjoint, and more than a journal
         /// write header apart (closer ones are merged: one write is then no dearer than two).
         var spans: [Range<Int>] = []
@@ -91,10 +94,103 @@ public final class MetadataTransaction<NVM: PersistentMemory> {
         return result
     }
 
+    /// Calls `body` with the `count` bytes at `offset` as this transaction reads them, without
+    /// copying: the NVM itself, or the block's image when the transaction changed it. The
+    /// range must lie inside one 4096-byte block; the pointer is valid only during `body`,
+    /// which must not change the transaction.
+    public func withBytes<Value, Failure: Error>(_ offset: UInt64, count: Int,
+                                                 _ body: (UnsafeRawBufferPointer) throws(Failure) -> Value) throws(Failure) -> Value {
+        let block = offset / Self.blockBytes * Self.blockBytes
+        let within = Int(offset - block)
+        precondition(within + count <= Format.blockBytes, "a read across a block boundary")
+        if let dirty = blocks[block] {
+            // `dirty` shares the image's storage: no copy. (Array's closures rethrow untyped.)
+            let result: Result<Value, Failure> = dirty.image.withUnsafeBytes { image in
+                do throws(Failure) {
+                    return .success(try body(UnsafeRawBufferPointer(rebasing: image[within ..< within + count])))
+                } catch {
+                    return .failure(error)
+                }
+            }
+            return try result.get()
+        }
+        return try body(nvm.view(at: Int(offset), count: count))
+    }
+
+    /// Calls `body` with the 4096-byte block at `offset` (block-aligned) as this transaction
+    /// reads it, and whether its checksum may go unchecked: the transaction's own image of it
+    /// (built from verified bytes and this transaction's edits, possibly not resealed yet), or
+    /// an NVM block that verified since it last changed (`markVerified`).
+    public func withBlock<Value, Failure: Error>(at offset: UInt64,
+                                                 _ body: (UnsafeRawBufferPointer, _ trusted: Bool) throws(Failure) -> Value) throws(Failure) -> Value {
+        precondition(offset % Self.blockBytes == 0, "not a block offset")
+        if let dirty = blocks[offset] {
+            let result: Result<Value, Failure> = dirty.image.withUnsafeBytes { image in
+                do throws(Failure) {
+                    return .success(try body(image, true))
+                } catch {
+                    return .failure(error)
+                }
+            }
+            return try result.get()
+        }
+        return try body(nvm.view(at: Int(offset), count: Format.blockBytes), journal.verifiedBlocks.isVerified(blockAt: offset))
+    }
+
+    /// Records that the NVM block at `offset` passed its checksum (read through `withBlock`,
+    /// not trusted): readers may skip it until a commit changes the block.
+    public func markVerified(blockAt offset: UInt64) {
+        if blocks[offset] == nil { journal.verifiedBlocks.markVerified(blockAt: offset) }
+    }
+
+    /// Changes the 4096-byte block at `offset` (block-aligned) in place: `body` edits the
+    /// block's image (as this transaction reads it) and returns the byte ranges it changed,
+    /// which are journaled. For writers that change a few fields of a block. With `resealing`
+    /// (the block's checksum seed), the block's CRC32C at byte 4 is recomputed once, at
+    /// commit, however many edits it takes: until then only this transaction reads the image
+    /// (`withBlock` says it is trusted). `body` must not throw after changing the image (the
+    /// caller then aborts the transaction).
+    public func editBlock<Failure: Error>(at offset: UInt64, resealing seed: UInt32? = nil,
+                                          _ body: (UnsafeMutableRawBufferPointer) throws(Failure) -> [Range<Int>]) throws(Failure) {
+        precondition(offset % Self.blockBytes == 0 && offset + Self.blockBytes <= UInt64(nvm.byteCount), "not a block of the region")
+        if blocks[offset] == nil {
+            order.append(offset)
+            blocks[offset] = DirtyBlock(image: nvm.load(at: Int(offset), count: Format.blockBytes))
+        }
+        let result: Result<[Range<Int>], Failure> = blocks[offset]!.image.withUnsafeMutableBytes { image in
+            do throws(Failure) {
+                return .success(try body(image))
+            } catch {
+                return .failure(error)
+            }
+        }
+        let changed = try result.get()
+        writtenJournalBytes -= blocks[offset]!.journalBytes
+        for range in changed where !range.isEmpty {
+            precondition(range.lowerBound >= 0 && range.upperBound <= Format.blockBytes)
+            blocks[offset]!.mark(range)
+        }
+        if let seed {
+            blocks[offset]!.resealSeed = seed
+            blocks[offset]!.mark(4 ..< 8)
+        }
+        writtenJournalBytes += blocks[offset]!.journalBytes
+    }
+
+    /// Recomputes the checksums edits left to the commit.
+    private func reseal() {
+        for offset in order {
+            guard let seed = blocks[offset]?.resealSeed else { continue }
+            blocks[offset]!.image.withUnsafeMutableBytes { image in
+                StructureChecksum.seal(image, crcOffset: 4, seed: seed)
+            }
+            blocks[offset]!.resealSeed = nil
+        }
+    }
+
     /// The 8-byte little-endian word at `offset` (aligned), with this transaction's changes.
     public func readWord(_ offset: UInt64) -> UInt64 {
-        let bytes = read(offset, count: 8)
-        return bytes.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) }
+        withBytes(offset, count: 8) { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) }
     }
 
     /// Changes `bytes.count` bytes at `offset` (in this transaction only).
@@ -175,6 +271,7 @@ public final class MetadataTransaction<NVM: PersistentMemory> {
             beforeCommitActions.removeAll()
             for action in actions { try action() }
             reservedJournalBytes = 0
+            reseal()
             try journal.commit(journalWrites)
         } catch {
             abort()

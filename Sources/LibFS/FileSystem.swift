@@ -68,6 +68,8 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
     let log: OperationLog<NVM>
     public let grant: LogGrant
     var pending = PendingState()
+    /// Reads of the shared area, kept while the kernel's generation stays the same.
+    private var sharedCache = SharedAreaCache()
     private var files: [Int32: OpenFile] = [:]
     private var openCounts: [UInt64: Int] = [:]
     /// Open inodes the kernel was told about (`setOpen`): only those that lost a link while
@@ -297,7 +299,13 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
 
     private func inode(_ number: UInt64) throws(Errno) -> Inode? {
         if let entry = pending.inodes[number] { return entry.inode }
-        return try kernel.inode(number)
+        let generation = kernel.sharedGeneration
+        sharedCache.validate(generation)
+        if let cached = sharedCache.inode(number) { return cached }
+        let inode = try kernel.inode(number)
+        // Kept only if no commit was applied while the kernel read it.
+        if kernel.sharedGeneration == generation { sharedCache.keep(inode: inode, number: number, readUnder: generation) }
+        return inode
     }
 
     private func existingInode(_ number: UInt64) throws(Errno) -> Inode {
@@ -309,7 +317,16 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
         if let change = pending.entries[directory]?[name] {
             return change.inode == 0 ? nil : (change.inode, change.type)
         }
-        guard let shared = try kernel.lookup(directory: directory, name: name) else { return nil }
+        let generation = kernel.sharedGeneration
+        sharedCache.validate(generation)
+        let shared: SharedDirectoryEntry?
+        if let cached = sharedCache.entry(directory, name) {
+            shared = cached
+        } else {
+            shared = try kernel.lookup(directory: directory, name: name)
+            if kernel.sharedGeneration == generation { sharedCache.keep(entry: shared, directory: directory, name: name, readUnder: generation) }
+        }
+        guard let shared else { return nil }
         return (shared.inode, shared.type)
     }
 

@@ -12,6 +12,9 @@
 // - An inode reported open (`setOpen`) is kept, with no links, when a digest removes its
 //   last name (an orphan), until `releaseOrphan`.
 // - Errors are errnos; damage in the shared area is EIO (and reported by the kernel).
+// - `sharedGeneration` changes whenever the shared area changes (every applied commit, by
+//   anyone). A read made while it held one value describes the shared area for as long as it
+//   keeps that value, so LibFS may cache reads under it (`SharedAreaCache`).
 
 import ShaleFormat
 import ShaleMedia
@@ -78,6 +81,8 @@ public protocol FileSystemKernel<NVM>: AnyObject, Sendable {
     /// The NVM region holding the log regions (and, read-only for LibFS, the shared area).
     var nvm: NVM { get }
     var rootInode: UInt64 { get }
+    /// Changes whenever the shared area changes (see the header).
+    var sharedGeneration: UInt64 { get }
 
     /// A private log region for one LibFS instance.
     func attachLog(ownerPID: UInt32, ownerUID: UInt32) throws(Errno) -> LogGrant

@@ -142,16 +142,21 @@ func sealedBlock(bytes: Int, magic: UInt32, seed: UInt32, _ body: (inout FieldWr
 /// blocks): 4-byte magic at 0, seeded CRC32C at 4. Checks size, magic and checksum, and hands
 /// back a reader positioned at byte 8 of the verified block.
 func openSealedBlock(_ buffer: UnsafeRawBufferPointer, bytes: Int, magic: UInt32, seed: UInt32,
-                     structure: String) throws(FormatError) -> FieldReader {
-    try FormatError.need(structure, bytes, buffer)
+                     structure: @autoclosure () -> String, verifyChecksum: Bool = true) throws(FormatError) -> FieldReader {
+    guard buffer.count >= bytes else { throw .truncated(structure: structure(), needed: bytes, available: buffer.count) }
     let block = UnsafeRawBufferPointer(rebasing: buffer[0 ..< bytes])
     let found = UInt32(littleEndian: block.loadUnaligned(as: UInt32.self))
     guard found == magic else {
-        throw .badMagic(structure: structure, found: withUnsafeBytes(of: found.littleEndian) { Array($0) })
+        throw .badMagic(structure: structure(), found: withUnsafeBytes(of: found.littleEndian) { Array($0) })
     }
-    try StructureChecksum.verify(block, crcOffset: 4, seed: seed, structure: structure)
+    if verifyChecksum {
+        let stored = UInt32(littleEndian: block.loadUnaligned(fromByteOffset: 4, as: UInt32.self))
+        let computed = StructureChecksum.compute(block, crcOffset: 4, seed: seed)
+        if stored != computed { throw .checksumMismatch(structure: structure(), stored: stored, computed: computed) }
+    }
     return FieldReader(block, at: 8)
 }
+
 
 /// The common opening of the superblock and the device header: 8-byte magic, version at 8,
 /// unseeded CRC32C at 12 over the block (frozen across versions, docs/format.md). The checksum

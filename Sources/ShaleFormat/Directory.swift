@@ -10,6 +10,10 @@
 // Names are 1 to 255 bytes, any byte but '/' and NUL. Entries carry their hash, so splits
 // never rehash names.
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 public struct DirectoryEntry: Equatable, Sendable {
     public static let fixedBytes = 14
     public static let bytesMax = 272
@@ -134,10 +138,129 @@ public struct DirectoryBlock: Equatable, Sendable {
         }
     }
 
+    // MARK: Reading and appending in place
+    //
+    // Lookups and inserts touch one entry of a block of up to ~250: these read the verified
+    // header and walk the entries where they lie, without decoding the others (`decode` checks
+    // every name; these check bounds and inode numbers, and the name of what they return).
+
+    /// Header fields offsets (see `encode`).
+    static let kindOffset = 24, localDepthOffset = 25, countOffset = 26, prefixOffset = 28, overflowOffset = 32
+    static let globalDepthOffset = headerBytes, rootEntryCountOffset = headerBytes + 8, bucketCountOffset = headerBytes + 16
+
+    /// A verified block's header, read in place.
+    public struct Header: Equatable, Sendable {
+        public var isIndexRoot: Bool
+        /// Leaf: local depth, hash prefix, overflow link and the number of entries.
+        public var localDepth: UInt8
+        public var hashPrefix: UInt32
+        public var overflowNext: UInt64
+        public var entryCount: Int
+        /// Index root: global depth, entries of the directory, buckets.
+        public var globalDepth: UInt8
+        public var directoryEntryCount: UInt64
+        public var bucketCount: UInt64
+    }
+
+    /// Checks magic, checksum, identity and kind (as `decode` does) and reads the header.
+    /// `verifyChecksum: false` for bytes known good (a block that verified since it last
+    /// changed, or a writer's own image not resealed yet).
+    public static func header(_ buffer: UnsafeRawBufferPointer, seed: UInt32, expectedDirectory: UInt64,
+                              expectedLogicalBlock: UInt64, verifyChecksum: Bool = true) throws(FormatError) -> Header {
+        func name() -> String { "directory \(expectedDirectory) block \(expectedLogicalBlock)" }
+        guard buffer.count >= encodedBytes else { throw .truncated(structure: name(), needed: encodedBytes, available: buffer.count) }
+        let block = UnsafeRawBufferPointer(rebasing: buffer[0 ..< encodedBytes])
+        func word<T: FixedWidthInteger>(_ offset: Int, _: T.Type) -> T { T(littleEndian: block.loadUnaligned(fromByteOffset: offset, as: T.self)) }
+        let found = word(0, UInt32.self)
+        guard found == magic else { throw .badMagic(structure: name(), found: withUnsafeBytes(of: found.littleEndian) { Array($0) }) }
+        if verifyChecksum {
+            let stored = word(4, UInt32.self), computed = StructureChecksum.compute(block, crcOffset: 4, seed: seed)
+            guard stored == computed else { throw .checksumMismatch(structure: name(), stored: stored, computed: computed) }
+        }
+        let directory = word(8, UInt64.self), logical = word(16, UInt64.self)
+        guard directory == expectedDirectory, logical == expectedLogicalBlock else {
+            throw .invalidField(structure: name(), field: "identity", reason: "holds directory \(directory) block \(logical)")
+        }
+        switch block[kindOffset] {
+        case 0:
+            let depth = block[localDepthOffset]
+            guard depth <= 32 else { throw .invalidField(structure: name(), field: "local depth", reason: "\(depth)") }
+            return Header(isIndexRoot: false, localDepth: depth, hashPrefix: word(prefixOffset, UInt32.self),
+                          overflowNext: word(overflowOffset, UInt64.self), entryCount: Int(word(countOffset, UInt16.self)),
+                          globalDepth: 0, directoryEntryCount: 0, bucketCount: 0)
+        case 1:
+            let depth = block[globalDepthOffset]
+            guard depth <= 32 else { throw .invalidField(structure: name(), field: "global depth", reason: "\(depth)") }
+            return Header(isIndexRoot: true, localDepth: 0, hashPrefix: 0, overflowNext: 0, entryCount: 0, globalDepth: depth,
+                          directoryEntryCount: word(rootEntryCountOffset, UInt64.self), bucketCount: word(bucketCountOffset, UInt64.self))
+        case let kind:
+            throw .invalidField(structure: name(), field: "kind", reason: "\(kind)")
+        }
+    }
+
+    /// In a verified leaf of `count` entries: the entry of `hash` and `name`, if any, and
+    /// where the entry area ends (an append goes there). Throws on an entry that runs past
+    /// the block or names inode 0.
+    public static func findEntry(in buffer: UnsafeRawBufferPointer, count: Int, hash: UInt32, name: [UInt8],
+                                 directory: UInt64, logicalBlock: UInt64) throws(FormatError) -> (entry: DirectoryEntry?, end: Int) {
+        func structure() -> String { "directory \(directory) block \(logicalBlock)" }
+        var offset = headerBytes
+        var found: DirectoryEntry? = nil
+        for index in 0 ..< count {
+            guard offset + DirectoryEntry.fixedBytes <= encodedBytes else {
+                throw .invalidField(structure: structure(), field: "entry \(index)", reason: "beyond the block")
+            }
+            let length = Int(buffer[offset + 13])
+            let size = DirectoryEntry.encodedBytes(nameBytes: length)
+            guard offset + size <= encodedBytes else {
+                throw .invalidField(structure: structure(), field: "entry \(index)", reason: "name runs past the block")
+            }
+            let inode = UInt64(littleEndian: buffer.loadUnaligned(fromByteOffset: offset, as: UInt64.self))
+            guard inode != 0 else { throw .invalidField(structure: structure(), field: "entry \(index)", reason: "inode 0") }
+            if found == nil, length == name.count,
+               UInt32(littleEndian: buffer.loadUnaligned(fromByteOffset: offset + 8, as: UInt32.self)) == hash {
+                let same = name.withUnsafeBytes { wanted in
+                    memcmp(wanted.baseAddress!, buffer.baseAddress! + offset + DirectoryEntry.fixedBytes, length) == 0
+                }
+                if same { found = DirectoryEntry(inode: inode, hash: hash, type: buffer[offset + 12], name: name) }
+            }
+            offset += size
+        }
+        return (found, offset)
+    }
+
+    /// Appends `entry` to a verified leaf of `count` entries whose entry area ends at `end`
+    /// (as `findEntry` said) and counts it. The caller checked that it fits, and reseals the
+    /// block (CRC32C at byte 4, `StructureChecksum.seal`) before anyone else reads it.
+    /// Returns the byte ranges changed.
+    public static func appendEntry(_ entry: DirectoryEntry, to block: UnsafeMutableRawBufferPointer, count: Int, end: Int) -> [Range<Int>] {
+        let size = entry.encodedBytes
+        precondition(end + size <= encodedBytes && count < Int(UInt16.max))
+        block.storeBytes(of: entry.inode.littleEndian, toByteOffset: end, as: UInt64.self)
+        block.storeBytes(of: entry.hash.littleEndian, toByteOffset: end + 8, as: UInt32.self)
+        block[end + 12] = entry.type
+        block[end + 13] = UInt8(entry.name.count)
+        entry.name.withUnsafeBytes { name in
+            (block.baseAddress! + end + DirectoryEntry.fixedBytes).copyMemory(from: name.baseAddress!, byteCount: name.count)
+        }
+        // The padding to 8 bytes is zero, as `encode` leaves it.
+        for index in end + DirectoryEntry.fixedBytes + entry.name.count ..< end + size { block[index] = 0 }
+        block.storeBytes(of: UInt16(count + 1).littleEndian, toByteOffset: countOffset, as: UInt16.self)
+        return [countOffset ..< countOffset + 2, end ..< end + size]
+    }
+
+    /// Sets a verified index root's entry count (the caller reseals, as for `appendEntry`).
+    /// Returns the byte ranges changed.
+    public static func setDirectoryEntryCount(_ count: UInt64, in block: UnsafeMutableRawBufferPointer) -> [Range<Int>] {
+        block.storeBytes(of: count.littleEndian, toByteOffset: rootEntryCountOffset, as: UInt64.self)
+        return [rootEntryCountOffset ..< rootEntryCountOffset + 8]
+    }
+
     public static func decode(_ buffer: UnsafeRawBufferPointer, seed: UInt32, expectedDirectory: UInt64,
-                              expectedLogicalBlock: UInt64) throws(FormatError) -> DirectoryBlock {
+                              expectedLogicalBlock: UInt64, verifyChecksum: Bool = true) throws(FormatError) -> DirectoryBlock {
         let name = "directory \(expectedDirectory) block \(expectedLogicalBlock)"
-        var reader = try openSealedBlock(buffer, bytes: encodedBytes, magic: Self.magic, seed: seed, structure: name)
+        var reader = try openSealedBlock(buffer, bytes: encodedBytes, magic: Self.magic, seed: seed, structure: name,
+                                         verifyChecksum: verifyChecksum)
         let directory: UInt64 = reader.get()
         let logical: UInt64 = reader.get()
         guard directory == expectedDirectory, logical == expectedLogicalBlock else {

@@ -135,9 +135,12 @@ public struct ExtentNode: Equatable, Sendable {
         }
     }
 
-    public static func decode(_ buffer: UnsafeRawBufferPointer, seed: UInt32, expectedInode: UInt64) throws(FormatError) -> ExtentNode {
+    /// `verifyChecksum: false` for bytes known good (a node that verified since it last changed).
+    public static func decode(_ buffer: UnsafeRawBufferPointer, seed: UInt32, expectedInode: UInt64,
+                              verifyChecksum: Bool = true) throws(FormatError) -> ExtentNode {
         let name = "extent node"
-        var reader = try openSealedBlock(buffer, bytes: encodedBytes, magic: Self.magic, seed: seed, structure: name)
+        var reader = try openSealedBlock(buffer, bytes: encodedBytes, magic: Self.magic, seed: seed, structure: name,
+                                         verifyChecksum: verifyChecksum)
         let inode: UInt64 = reader.get()
         guard inode == expectedInode else {
             throw .invalidField(structure: name, field: "inode", reason: "belongs to inode \(inode), found under \(expectedInode)")

@@ -101,6 +101,16 @@ public final class MappedPersistentMemory: PersistentMemory, @unchecked Sendable
         memset(base + offset, Int32(byte), count)
     }
 
+    public func fillFlush(_ byte: UInt8, at offset: Int, count: Int) {
+        checkRange(offset, count)
+        if usesCPUFlush {
+            pmem_memset_nodrain(base + offset, Int32(byte), count)
+        } else {
+            memset(base + offset, Int32(byte), count)
+            msync(offset, count)
+        }
+    }
+
     @inline(__always)
     public func flush(offset: Int, count: Int) {
         checkRange(offset, count)

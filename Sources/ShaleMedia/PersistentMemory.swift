@@ -45,9 +45,18 @@ public protocol PersistentMemory: AnyObject {
     func storeFlush(_ source: UnsafeRawBufferPointer, at offset: Int)
     /// store + flush + fence, durable on return (libpmem may use non-temporal stores).
     func storePersist(_ source: UnsafeRawBufferPointer, at offset: Int)
+    /// fill + flush without the fence (libpmem's `pmem_memset_nodrain`): durable at the next
+    /// `fence`.
+    func fillFlush(_ byte: UInt8, at offset: Int, count: Int)
 }
 
 extension PersistentMemory {
+    /// fill, then flush (what a region without a combined path does).
+    public func fillFlush(_ byte: UInt8, at offset: Int, count: Int) {
+        fill(byte, at: offset, count: count)
+        flush(offset: offset, count: count)
+    }
+
     /// Flush + fence of one range: durable on return.
     @inlinable
     public func persist(offset: Int, count: Int) {

@@ -629,3 +629,93 @@ struct DirectoryStoreTests {
         #expect(Self.damage { _ = try chained.committedStore(.oneValue).lookup(Array("absent".utf8), in: chainMap) }.contains("overflow link"))
     }
 }
+
+/// The verified-block shortcut (VerifiedBlocks): a block's checksum is checked when it is first
+/// read after a change, not at every read; and an edit's checksum, left to the commit, is
+/// right on NVM afterwards.
+struct VerifiedBlocksTests {
+    @Test func aVerifiedBlockIsTrustedUntilACommitChangesIt() throws {
+        let fixture = try DirectoryFixture()
+        var map = fixture.map
+        let store = fixture.store()
+        for index in 0 ..< 300 { try store.insert((Array("f\(index)".utf8), UInt64(index + 2), 8), into: &map) }
+        try fixture.transaction.commit()
+        let nvm = fixture.nvm
+        let name = Array("f7".utf8)
+        // The first lookup verifies the blocks it reads (their bits were cleared when the
+        // commit applied them); damage done after that, behind the journal's back, is not
+        // seen by this journal's readers until the block changes again ...
+        #expect(try store.lookup(name, in: map)?.inode == 9)
+        let bucket = try #require(map.blocks.values.first { offset in
+            fixture.transaction.journal.verifiedBlocks.isVerified(blockAt: offset) && offset != map.blocks[0]!
+                && (try? DirectoryBlock.findEntry(in: nvm.view(at: Int(offset), count: 4096),
+                                                  count: Int(nvm.view(at: Int(offset) + 26, count: 2).load(as: UInt16.self)),
+                                                  hash: DirectoryEntry.hash(name: name, directory: DirectoryFixture.directory,
+                                                                            key: fixture.superblock.directoryHashKey),
+                                                  name: name, directory: DirectoryFixture.directory, logicalBlock: 0).entry) != nil
+        })
+        let flipAt = Int(bucket) + 4000  // beyond the entries: the entries still read
+        nvm.store([nvm.load(at: flipAt, count: 1)[0] ^ 0x10], at: flipAt)
+        #expect(try store.lookup(name, in: map)?.inode == 9)
+        // ... and is found by any reader that opens the volume afresh (a new journal) ...
+        #expect(Self.damage { _ = try fixture.committedStore().lookup(name, in: map) }.contains("checksum mismatch"))
+        // ... and by this journal's readers once a commit changed the block.
+        nvm.store([nvm.load(at: flipAt, count: 1)[0] ^ 0x10], at: flipAt)
+        try store.insert((Array("f7-sibling".utf8), 999, 8), into: &map)
+        try fixture.transaction.commit()
+        let changed = map.blocks.values.filter { !fixture.transaction.journal.verifiedBlocks.isVerified(blockAt: $0) }
+        #expect(changed.contains(map.blocks[0]!), "the root changed, so it is checked again")
+        for offset in changed {
+            let at = Int(offset) + 4090
+            nvm.store([nvm.load(at: at, count: 1)[0] ^ 0x01], at: at)
+        }
+        #expect(Self.damage { _ = try store.lookup(name, in: map) }.contains("checksum mismatch"))
+    }
+
+    /// Inserts in place leave the checksum to the commit: every block on NVM decodes (with its
+    /// checksum checked) afterwards, and a block the transaction edited reads back inside it.
+    @Test func checksumsLeftToTheCommitAreRightOnNVM() throws {
+        let fixture = try DirectoryFixture()
+        var map = fixture.map
+        let store = fixture.store()
+        for index in 0 ..< 2000 {
+            try store.insert((Array("entry-\(index)".utf8), UInt64(index + 2), 8), into: &map)
+            if index % 10 == 0 { #expect(try store.lookup(Array("entry-\(index)".utf8), in: map)?.inode == UInt64(index + 2)) }
+            if index % 700 == 699 { try fixture.transaction.commit() }
+        }
+        try fixture.transaction.commit()
+        let seed = fixture.seed
+        for (logical, offset) in map.blocks where logical < DirectoryBlock.tableBase {
+            _ = try DirectoryBlock.decode(fixture.nvm.view(at: Int(offset), count: 4096), seed: seed,
+                                          expectedDirectory: DirectoryFixture.directory, expectedLogicalBlock: logical)
+        }
+        let fresh = fixture.committedStore()
+        #expect(try fresh.count(map) == 2000)
+        #expect(try DirectoryStoreTests.listAll(fresh, map).count == 2000)
+    }
+
+    /// Allocating a block forgets that it verified in its earlier life.
+    @Test func anAllocatedBlockStartsUnverified() throws {
+        let (nvm, superblock) = try MetadataJournalTests.volume()
+        let allocator = try BlockAllocator(nvm: nvm, device: superblock.device(.nvm)!, volumeSeed: superblock.volumeID.checksumSeed)
+        let transaction = MetadataTransaction(journal: MetadataJournal(nvm: nvm, superblock: superblock))
+        let block = try allocator.allocate(1, in: transaction, packed: true)[0].lowerBound
+        try allocator.free(block ..< block + 1, in: transaction)
+        try transaction.commit()
+        let offset = allocator.nvmOffset(ofBlock: block)
+        transaction.markVerified(blockAt: offset)
+        #expect(transaction.journal.verifiedBlocks.isVerified(blockAt: offset))
+        let again = try allocator.allocate(1, in: transaction, packed: true)[0].lowerBound
+        #expect(again == block)
+        #expect(!transaction.journal.verifiedBlocks.isVerified(blockAt: offset))
+    }
+
+    static func damage(_ body: () throws -> Void) -> String {
+        do {
+            try body()
+            return ""
+        } catch {
+            return "\(error)"
+        }
+    }
+}

@@ -285,11 +285,14 @@ struct ExtentMapTests {
             let offset = Int(nvmData.dataOffset + block * 4096) + byte
             nvm.storePersist([nvm.load(at: offset, count: 1)[0] ^ 0x40], at: offset)
         }
+        // Damage is found where a node is first read after an open (a new journal: nothing is
+        // known to have verified yet).
+        func opened() -> MetadataTransaction<NVM> { MetadataTransaction(journal: MetadataJournal(nvm: nvm, superblock: superblock)) }
         // The last leaf: lookups in it fail, the first leaf still answers.
-        let fresh = try ExtentMap<NVM>(inode: inode, transaction: transaction, nvmData: nvmData, seed: seed)
+        let fresh = try ExtentMap<NVM>(inode: inode, transaction: opened(), nvmData: nvmData, seed: seed)
         let leaves = try fresh.allNodeBlocks().dropFirst()
         flip(leaves.last!, at: 100)
-        let damagedLeaf = try ExtentMap<NVM>(inode: inode, transaction: transaction, nvmData: nvmData, seed: seed)
+        let damagedLeaf = try ExtentMap<NVM>(inode: inode, transaction: opened(), nvmData: nvmData, seed: seed)
         #expect(try damagedLeaf.lookup(0)?.physicalBlock == 100)
         #expect(throws: ExtentMapError.self) { _ = try damagedLeaf.lookup(499 * 4) }
         #expect(throws: ExtentMapError.self) { _ = try damagedLeaf.allExtents() }
@@ -297,7 +300,7 @@ struct ExtentMapTests {
 
         flip(root, at: 100)
         #expect(throws: ExtentMapError.self) {
-            _ = try ExtentMap<NVM>(inode: inode, transaction: transaction, nvmData: nvmData, seed: seed)
+            _ = try ExtentMap<NVM>(inode: inode, transaction: opened(), nvmData: nvmData, seed: seed)
         }
         flip(root, at: 100)
         // A node that belongs to another inode is refused too.
