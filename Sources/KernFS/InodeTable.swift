@@ -7,6 +7,11 @@
 // A new chunk is zero-filled directly on NVM and persisted BEFORE the transaction that
 // links it (inode map entry, allocator bits) commits: until then nothing refers to those
 // blocks, so a crash leaves them free and unused ("ordered" writes, not journaled).
+//
+// Inodes a transaction writes or frees are kept decoded in it (`ChangedInodes`, attached to
+// the transaction) and encoded into it once, when it commits: a digest batch that creates a
+// file and writes it, or adds a thousand names to one directory, decodes and encodes each
+// inode once, not once per record. Reads through that transaction see them.
 
 import ShaleFormat
 import ShaleMedia
@@ -141,8 +146,17 @@ public final class InodeTable<NVM: PersistentMemory>: @unchecked Sendable {
         return try read(number, in: transaction) == nil
     }
 
+    /// The inodes one transaction changed: nil for a freed slot. Encoded at its commit.
+    private final class ChangedInodes {
+        var inodes: [UInt64: Inode?] = [:]
+        var order: [UInt64] = []
+    }
+
     /// The inode, or nil for a free slot (or a chunk not yet allocated).
     public func read(_ number: UInt64, in transaction: MetadataTransaction<NVM>) throws(InodeError) -> Inode? {
+        if let changed = transaction.existingAttachment(for: self, as: ChangedInodes.self), let inode = changed.inodes[number] {
+            return inode
+        }
         guard let slot = try slotOffset(number, in: transaction) else { return nil }
         let bytes = transaction.read(slot, count: Inode.encodedBytes)
         let result: Result<Inode?, InodeError> = bytes.withUnsafeBytes { buffer in
@@ -160,18 +174,41 @@ public final class InodeTable<NVM: PersistentMemory>: @unchecked Sendable {
     public func write(_ inode: Inode, in transaction: MetadataTransaction<NVM>) throws(InodeError) {
         guard inode.mode != 0 else { throw .damaged("inode \(inode.number) written with mode 0") }
         guard let slot = try slotOffset(inode.number, in: transaction) else { throw .outOfRange(inode.number) }
+        _ = slot
         watch(transaction)
-        transaction.write(inode.encode(seed: seed), at: slot)
+        change(inode.number, to: inode, in: transaction)
         reserved.remove(inode.number)
         isFree.remove(inode.number)
+    }
+
+    /// Keeps `inode` (nil: the slot freed) as the transaction's version of `number`; the first
+    /// change of a number reserves its journal room, and the first of the transaction sets
+    /// up the encoding at commit.
+    private func change(_ number: UInt64, to inode: Inode?, in transaction: MetadataTransaction<NVM>) {
+        let changed = transaction.attachment(for: self) { ChangedInodes() }
+        guard changed.inodes.updateValue(inode, forKey: number) == nil else { return }
+        changed.order.append(number)
+        let first = changed.order.count == 1
+        transaction.deferWrites(reservingJournalBytes: JournalWrite.headerBytes + Int(layout.inodeBytes), !first ? nil : { [self, unowned transaction] in
+            for number in changed.order {
+                // The slot was found when the inode was changed; chunks are never unlinked.
+                guard let slot = try? slotOffset(number, in: transaction) else { preconditionFailure("inode \(number) lost its slot") }
+                if let inode = changed.inodes[number]! {
+                    transaction.write(inode.encode(seed: seed), at: slot)
+                } else {
+                    transaction.write([UInt8](repeating: 0, count: Int(layout.inodeBytes)), at: slot)
+                }
+            }
+        })
     }
 
     /// Frees an inode's slot (its blocks are the caller's to free). The number becomes free
     /// for others when the transaction commits, not before.
     public func free(_ number: UInt64, in transaction: MetadataTransaction<NVM>) throws(InodeError) {
         guard let slot = try slotOffset(number, in: transaction) else { throw .outOfRange(number) }
+        _ = slot
         watch(transaction)
-        transaction.write([UInt8](repeating: 0, count: Inode.encodedBytes), at: slot)
+        change(number, to: nil, in: transaction)
         reserved.remove(number)
         transaction.onEnd { [self] committed in
             if committed {

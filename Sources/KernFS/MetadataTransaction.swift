@@ -52,6 +52,26 @@ public final class MetadataTransaction<NVM: PersistentMemory> {
     /// Blocks in the order they were first changed, so that commits are deterministic.
     private var order: [UInt64] = []
 
+    /// State a layer keeps for the life of this transaction (the inode table's changed
+    /// inodes), dropped when it commits or aborts. Only the transaction's owner touches it,
+    /// so readers on other threads, with transactions of their own, never see it.
+    private var attachments: [ObjectIdentifier: AnyObject] = [:]
+
+    /// The state `owner` attached to this transaction, made by `make` the first time.
+    public func attachment<State: AnyObject>(for owner: AnyObject, _ make: () -> State) -> State {
+        let key = ObjectIdentifier(owner)
+        if let existing = attachments[key] { return existing as! State }
+        let state = make()
+        attachments[key] = state
+        return state
+    }
+
+    /// The state `owner` attached to this transaction, if any.
+    public func existingAttachment<State: AnyObject>(for owner: AnyObject, as _: State.Type) -> State? {
+        guard !attachments.isEmpty, let existing = attachments[ObjectIdentifier(owner)] else { return nil }
+        return (existing as! State)
+    }
+
     public init(journal: MetadataJournal<NVM>) {
         self.journal = journal
         nvm = journal.nvm
@@ -282,6 +302,7 @@ public final class MetadataTransaction<NVM: PersistentMemory> {
         reservedJournalBytes = 0
         beforeCommitActions.removeAll()
         order.removeAll()
+        attachments.removeAll()
         finish(committed: true)
     }
 
@@ -292,6 +313,7 @@ public final class MetadataTransaction<NVM: PersistentMemory> {
         reservedJournalBytes = 0
         beforeCommitActions.removeAll()
         order.removeAll()
+        attachments.removeAll()
         finish(committed: false)
     }
 
