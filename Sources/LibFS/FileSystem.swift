@@ -482,14 +482,9 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
 
     // MARK: - Permissions
 
-    struct Access: OptionSet {
-        let rawValue: UInt32
-        static var read: Access { Access(rawValue: 4) }
-        static var write: Access { Access(rawValue: 2) }
-        static var execute: Access { Access(rawValue: 1) }
-    }
+    typealias Access = FileAccess
 
-    private func permits(_ inode: Inode, _ access: Access) -> Bool {
+    private func permits(_ inode: Inode, _ access: FileAccess) -> Bool {
         if caller.isRoot {
             // Root may do anything but execute a file no one may execute.
             return !access.contains(.execute) || inode.isDirectory || inode.mode & 0o111 != 0
@@ -524,7 +519,12 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
 
     private func takeInodeNumber() throws(Errno) -> UInt64 {
         if spareInodeNumbers.isEmpty {
-            spareInodeNumbers = try kernel.reserveInodeNumbers(256).reversed()
+            // A batch, so that creates rarely call the kernel; near a full inode table, one.
+            do {
+                spareInodeNumbers = try kernel.reserveInodeNumbers(1024).reversed()
+            } catch {
+                spareInodeNumbers = try kernel.reserveInodeNumbers(1)
+            }
         }
         guard let number = spareInodeNumbers.popLast() else { throw .noSpace }
         return number
@@ -1871,4 +1871,14 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
         setPending(changed, sequence)
         pending.inodes[inode.number]!.xattrs = attributes
     }
+}
+
+/// Permission bits a call needs (rwx as in a mode's owner, group or other triple). Outside
+/// the generic `FileSystem` on purpose: nested in it, every OptionSet operation ran as
+/// unspecialised generic code (a path walk checks it at every step).
+struct FileAccess: OptionSet {
+    let rawValue: UInt32
+    static var read: FileAccess { FileAccess(rawValue: 4) }
+    static var write: FileAccess { FileAccess(rawValue: 2) }
+    static var execute: FileAccess { FileAccess(rawValue: 1) }
 }

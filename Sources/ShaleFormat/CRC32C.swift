@@ -30,6 +30,15 @@ public enum CRC32C {
         return ~softwareUpdate(~crc, bytes)
     }
 
+    /// True when long buffers are folded with carry-less multiplication (AVX-512 VPCLMULQDQ).
+    public static var foldsWithCarrylessMultiply: Bool { usesHardware && shale_crc32c_hw_folds() != 0 }
+
+    /// The crc32-instruction path without folding, for tests on CPUs that fold.
+    public static func laneChecksum(_ bytes: UnsafeRawBufferPointer) -> UInt32 {
+        guard usesHardware, let base = bytes.baseAddress, bytes.count > 0 else { return checksum(bytes) }
+        return ~shale_crc32c_hw_update_lanes(0xFFFF_FFFF, base, bytes.count)
+    }
+
     /// The portable path, also exercised directly by tests on machines with SSE4.2.
     public static func softwareChecksum(_ bytes: UnsafeRawBufferPointer) -> UInt32 {
         ~softwareUpdate(0xFFFF_FFFF, bytes)

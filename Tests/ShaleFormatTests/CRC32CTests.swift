@@ -51,6 +51,28 @@ struct CRC32CTests {
         }
     }
 
+    /// Folding (AVX-512 VPCLMULQDQ, from 512 bytes) and the crc32 lanes agree with the
+    /// software path at lengths around every threshold and at random lengths, offsets and
+    /// starting values.
+    @Test func foldingAndLanesAgreeWithSoftware() {
+        var generator = SplitMix(seed: 11)
+        let data = (0 ..< 70_000).map { _ in UInt8(truncatingIfNeeded: generator.next()) }
+        data.withUnsafeBytes { all in
+            var lengths = [255, 256, 257, 511, 512, 513, 767, 768, 1023, 1024, 1025, 4096, 4097, 8192 + 255, 65_536]
+            for _ in 0 ..< 200 { lengths.append(Int(generator.next() % 69_000)) }
+            for length in lengths {
+                let start = Int(generator.next() % 64)
+                let slice = UnsafeRawBufferPointer(rebasing: all[start ..< start + length])
+                let expected = CRC32C.softwareChecksum(slice)
+                #expect(CRC32C.checksum(slice) == expected, "length \(length) at \(start)")
+                #expect(CRC32C.laneChecksum(slice) == expected, "lanes: length \(length) at \(start)")
+                // Continuing from a checksum of earlier bytes folds the register in.
+                let prefix = UnsafeRawBufferPointer(rebasing: all[0 ..< start])
+                #expect(CRC32C.update(CRC32C.checksum(prefix), slice) == CRC32C.softwareChecksum(UnsafeRawBufferPointer(rebasing: all[0 ..< start + length])))
+            }
+        }
+    }
+
     @Test func updateContinuesAChecksum() {
         let a = Array("hello, ".utf8), b = Array("world".utf8)
         let whole = CRC32C.checksum(a + b)
