@@ -42,7 +42,7 @@ struct DataIndex {
     /// The end of each chunk's last piece (searched without touching the chunks).
     private var ends: [UInt64] = []
     /// Pieces per chunk: a chunk that grows past twice this is split in two.
-    private static var chunkTarget: Int { 64 }
+    private static var chunkTarget: Int { 16 }
 
     var isEmpty: Bool { chunks.isEmpty }
 
