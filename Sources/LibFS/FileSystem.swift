@@ -167,7 +167,7 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
         // hold a large record (a 64 KiB xattr value): say so instead of waiting forever.
         guard needed <= log.capacityBytes else { throw .noSpace }
         let me = caller
-        while log.freeBytes < needed {
+        while log.freeBytes < needed || undigestedRecords >= Self.undigestedRecordsMax {
             if let failure = digestFailure { throw failure }
             if digesterRunning {
                 digestRequested = true
@@ -181,11 +181,22 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
                 try digestBatch()
             }
         }
-        if log.usedBytes >= digestThresholdBytes, !digestRequested, digesterRunning {
+        if wantsDigest, !digestRequested, digesterRunning {
             digestRequested = true
             monitor.broadcast()
         }
     }
+
+    /// Records logged and not yet digested: the pending state holds DRAM for each (about
+    /// 0.75 KiB for a create), so their number is bounded as well as their bytes.
+    private var undigestedRecords: UInt64 { log.nextSequence - log.tailSequence }
+    /// The background digest starts at this many undigested records (or half the log) ...
+    public static var digestThresholdRecords: UInt64 { 32_768 }
+    /// ... and a call waits for it past this many (~100 MiB of pending state for creates),
+    /// as it waits when the log is full.
+    public static var undigestedRecordsMax: UInt64 { 131_072 }
+
+    private var wantsDigest: Bool { log.usedBytes >= digestThresholdBytes || undigestedRecords >= Self.digestThresholdRecords }
 
     /// Appends `operation` (the commit point of the call) and returns its sequence number.
     private func append(_ operation: LogOperation) throws(Errno) -> UInt64 {
@@ -208,7 +219,7 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
         // (damage in a live log), and writers must get an error rather than wait forever.
         var stalls = 0
         while !stopping {
-            guard digestFailure == nil, digestRequested || log.usedBytes >= digestThresholdBytes else {
+            guard digestFailure == nil, digestRequested || wantsDigest else {
                 monitor.wait()
                 continue
             }
@@ -237,7 +248,8 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
                     stalls = 0
                 }
                 if digestFailure == nil,
-                   !cursor.reachedEnd || log.usedBytes >= digestLowWaterBytes && cursor.sequence < log.nextSequence {
+                   !cursor.reachedEnd || (log.usedBytes >= digestLowWaterBytes || undigestedRecords >= Self.digestThresholdRecords / 2)
+                                            && cursor.sequence < log.nextSequence {
                     digestRequested = true
                 }
             case let .failure(error):

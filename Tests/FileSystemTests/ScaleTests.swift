@@ -42,21 +42,15 @@ final class ScratchVolume {
 
 @Suite(.serialized) struct ScaleTests {
     /// A million files in one directory with SHALE_LONG_TESTS=1; otherwise 50,000, what fits
-    /// about a minute in a debug build on 2 cores shared with the other suites (~30 s alone).
-    /// Measured on this 2-core VM, debug build: the creates run at ~60,000 per second until
-    /// the log is half full, then at the digest's pace, which falls as the directory grows
-    /// (~1,150 per second between 60,000 and 100,000 files; 100,000 take ~57 s, and listing
-    /// them, after digesting the rest of the log, ~37 s). A release build (swift build -c
-    /// release --build-tests -Xswiftc -enable-testing) makes 100,000 in ~6 s and 300,000 in
-    /// ~50 s. SHALE_SCALE_FILES=N picks another count.
+    /// well under a minute in a debug build on 2 cores shared with the other suites.
+    /// SHALE_SCALE_FILES=N picks another count.
     ///
-    /// Creates used to fail with ENOSPC with over 90 % of the NVM free (~280,000 files when
-    /// sized for 400,000): directory blocks and extent-tree nodes, placed next-fit, were
-    /// sprinkled over the whole tier and no 4 MiB run was left for a new inode chunk. They
-    /// are packed at the low end now; 400,000 passed in a release build (244 s, the digest
-    /// slowing as the directory grows: 1,636 creates per second overall; listing 106 s).
-    /// The million run was not repeated since; the directory's extent tree, rewritten whole
-    /// at each new block, is what slows it (docs/architecture.md, known issues).
+    /// Measured on this 2-core VM, release build (swift build -c release --build-tests
+    /// -Xswiftc -enable-testing): 1,000,000 creates in 17.8 s (56,000 per second, the digest
+    /// keeping pace), listing them 0.4 s. Before the extent tree was changed in place (it was
+    /// rewritten whole at each new directory block) and directories were read in place,
+    /// 400,000 took 244 s and listing them 106 s; creates used to fail with ENOSPC at ~280,000
+    /// with 90 % of the NVM free until directory blocks and tree nodes were packed low.
     @Test func manyFilesInOneDirectoryAreAllFoundAndListed() throws {
         let count = Int(ProcessInfo.processInfo.environment["SHALE_SCALE_FILES"] ?? "") ?? (longTests ? 1_000_000 : 50_000)
         // A 4 MiB log: the background digest runs during the creates (it starts at half full).
@@ -159,5 +153,24 @@ final class ScratchVolume {
         let recovered = try crashAndRecover(other)
         try check(recovered, "after a crash and recovery")
         #expect(recovered.kernel.refusals.isEmpty)
+    }
+
+    /// The pending state's DRAM is bounded by records as well as by log bytes: with the
+    /// background digest off and a log far from full, a call waits for a digest once
+    /// `undigestedRecordsMax` records are undigested (creates carry ~0.75 KiB of pending
+    /// state each; a 64 MiB log could otherwise hold ~700,000 of them).
+    @Test func undigestedRecordsAreBoundedByCountNotOnlyByLogBytes() throws {
+        let scratch = try ScratchVolume(nvmBytes: 768 << 20, logBytes: 64 << 20)
+        let fs = try EmbeddedFileSystem.open(volume: scratch.volume, background: false)
+        try fs.mkdir("/d")
+        let creates = Int(EmbeddedFileSystem.undigestedRecordsMax) + 500
+        for index in 0 ..< creates {
+            try fs.close(try fs.open(Path("/d/f\(index)"), [.create, .exclusive, .writeOnly], mode: 0o644))
+        }
+        #expect(fs.digestBatches > 0, "a digest ran although the log is only \(fs.logUsedBytes) of \(fs.logCapacityBytes) bytes full")
+        #expect(fs.logUsedBytes < fs.logCapacityBytes / 2)
+        #expect(try fs.listDirectory("/d").count == creates)
+        #expect(fs.refusedRecords == 0)
+        try fs.close()
     }
 }
