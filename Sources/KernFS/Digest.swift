@@ -106,36 +106,30 @@ public final class Digester<NVM: PersistentMemory>: @unchecked Sendable {
         let regionView = nvm.view(at: Int(layout.logRegionOffset(region)), count: Int(layout.logRegionBytes))
         var scanner = LogScanner(region: regionView, epoch: UInt32(truncatingIfNeeded: descriptor.epoch), seed: recordSeed,
                                  startOffset: descriptor.digestedOffset, startSequence: descriptor.digestedSequence,
-                                 searchPastDamage: recovery)
+                                 searchPastDamage: recovery, copiesBodies: true)
         // 1. The window: up to `maxRecords` records, each copied out of the client-writable
-        //    region and verified on the copy (the client may be writing its region right now),
-        //    then decoded. A record that fails either is refused here.
+        //    region by the scanner and verified on the copy (the client may be writing its
+        //    region right now: what is applied is what was checked), then decoded. A record
+        //    that does not decode is refused here.
         var window: [WindowRecord] = []
         while window.count < maxRecords, let record = scanner.next() {
-            let payload = Array(regionView[Int(record.payloadOffset) ..< Int(record.payloadOffset) + Int(record.header.payloadBytes)])
-            let data = Array(regionView[Int(record.dataOffset) ..< Int(record.dataOffset) + Int(record.header.dataBytes)])
+            let body = record.body!
             var entry = WindowRecord(sequence: record.header.sequence, cursorOffset: scanner.offset, cursorSequence: scanner.nextSequence,
-                                     operation: nil, data: data, refusal: nil)
-            let verified = payload.withUnsafeBytes { p in
-                data.withUnsafeBytes { d in LogRecordHeader.bodyChecksum(payload: p, data: d, seed: recordSeed) }
-            } == record.header.bodyCRC
-            if !verified {
-                entry.refusal = "record changed while it was digested"
-            } else {
-                let decoded = payload.withUnsafeBytes { buffer in
-                    Result { () throws(FormatError) in
-                        try LogOperation.decode(type: record.header.type, payload: buffer, dataBytes: record.header.dataBytes)
-                    }
+                                     operation: nil, body: body, refusal: nil)
+            let decoded = scanner.bodies.withBody(body) { payload, _ in
+                Result { () throws(FormatError) in
+                    try LogOperation.decode(type: record.header.type, payload: payload, dataBytes: record.header.dataBytes)
                 }
-                switch decoded {
-                case let .success(operation): entry.operation = operation
-                case let .failure(error): entry.refusal = "\(error)"
-                }
+            }
+            switch decoded {
+            case let .success(operation): entry.operation = operation
+            case let .failure(error): entry.refusal = "\(error)"
             }
             window.append(entry)
         }
         var report = DigestReport()
         report.damage = scanner.damage
+        let bodies = scanner.bodies
         // 2. Apply. A batch that fills its share of the journal stops early; if it stopped
         //    inside a group coalescing skipped, it is rolled back and applied again over the
         //    records that fit, so every group is applied whole or skipped whole.
@@ -177,7 +171,7 @@ public final class Digester<NVM: PersistentMemory>: @unchecked Sendable {
                             try touchParents(of: operation, batch: &batch)
                             if group.isCreate { released.append(group.inode) }
                         } else {
-                            try apply(operation, data: entry.data, batch: &batch)
+                            try bodies.withBody(entry.body) { _, data in try apply(operation, data: data, batch: &batch) }
                         }
                     } catch let error as InodeError {
                         // A number outside the table is the record's fault, not the shared area's.
@@ -251,7 +245,8 @@ public final class Digester<NVM: PersistentMemory>: @unchecked Sendable {
         var cursorOffset: UInt64
         var cursorSequence: UInt64
         var operation: LogOperation?
-        var data: [UInt8]
+        /// The record's verified copy (its data: a write's bulk bytes).
+        var body: BodyCopy
         var refusal: String?
     }
 
@@ -551,7 +546,7 @@ public final class Digester<NVM: PersistentMemory>: @unchecked Sendable {
 
     // MARK: - Applying one operation
 
-    private func apply(_ operation: LogOperation, data: [UInt8], batch: inout Batch) throws {
+    private func apply(_ operation: LogOperation, data: UnsafeRawBufferPointer, batch: inout Batch) throws {
         let transaction = batch.transaction
         // Every other record reads the shared area through the transaction: it must see the
         // writes before it.
@@ -663,8 +658,11 @@ public final class Digester<NVM: PersistentMemory>: @unchecked Sendable {
             }
             var (inode, map) = batch.writing!
             batch.writing = nil
-            let bytes = arguments.inline.isEmpty ? data : arguments.inline
-            try writeData(bytes, at: arguments.offset, map: &map, batch: &batch)
+            if arguments.inline.isEmpty {
+                try writeData(data, at: arguments.offset, map: &map, batch: &batch)
+            } else {
+                try arguments.inline.withUnsafeBytes { inline in try writeData(inline, at: arguments.offset, map: &map, batch: &batch) }
+            }
             inode.size = max(inode.size, arguments.offset + UInt64(arguments.length))
             inode.mtime = arguments.time
             inode.ctime = arguments.time
@@ -977,7 +975,7 @@ public final class Digester<NVM: PersistentMemory>: @unchecked Sendable {
     /// Writes file data block by block: into blocks the file maps (in place), or into new
     /// NVM blocks mapped by the transaction. Either way the data is flushed now and fenced
     /// by the commit.
-    private func writeData(_ bytes: [UInt8], at offset: UInt64, map: inout ExtentMap<NVM>, batch: inout Batch) throws {
+    private func writeData(_ bytes: UnsafeRawBufferPointer, at offset: UInt64, map: inout ExtentMap<NVM>, batch: inout Batch) throws {
         guard !bytes.isEmpty else { return }
         let first = offset / Self.blockBytes
         let last = (offset + UInt64(bytes.count) - 1) / Self.blockBytes
@@ -1025,7 +1023,7 @@ public final class Digester<NVM: PersistentMemory>: @unchecked Sendable {
             let extent = try map.lookup(logical)!
             let blockOffset = Int(allocator.nvmOffset(ofBlock: extent.physicalBlock + (logical - extent.logicalBlock)))
             // Stored and flushed (non-temporal stores for whole blocks); fenced by the commit.
-            bytes[done ..< done + take].withUnsafeBytes { nvm.storeFlush($0, at: blockOffset + within) }
+            nvm.storeFlush(UnsafeRawBufferPointer(rebasing: bytes[done ..< done + take]), at: blockOffset + within)
             done += take
         }
     }

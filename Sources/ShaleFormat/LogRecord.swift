@@ -143,6 +143,53 @@ public struct ScannedRecord: Equatable, Sendable {
     public var payloadOffset: UInt64
     public var dataOffset: UInt64
     public var end: UInt64
+    /// With a scanner that `copiesBodies`: where its `bodies` hold the payload and the data
+    /// as copied out of the region, the copies the body checksum was verified on (the region
+    /// itself may change after).
+    public var body: BodyCopy? = nil
+}
+
+/// Where a copied record body lies in a `BodyArena`.
+public struct BodyCopy: Equatable, Sendable {
+    public var chunk: Int
+    public var payload: Range<Int>
+    public var data: Range<Int>
+}
+
+/// Record bodies copied out of a log region, in chunks of at least 1 MiB (a record never
+/// straddles two): one allocation per megabyte of records, not one per record.
+public struct BodyArena: Sendable {
+    public private(set) var chunks: [[UInt8]] = []
+    private static var chunkBytes: Int { 1 << 20 }
+
+    public init() {}
+
+    /// Copies `payload` and `data` in; returns where they are.
+    mutating func append(payload: UnsafeRawBufferPointer, data: UnsafeRawBufferPointer) -> BodyCopy {
+        let bytes = payload.count + data.count
+        if chunks.isEmpty || chunks[chunks.count - 1].count + bytes > chunks[chunks.count - 1].capacity {
+            var fresh: [UInt8] = []
+            fresh.reserveCapacity(max(Self.chunkBytes, bytes))
+            chunks.append(fresh)
+        }
+        let last = chunks.count - 1
+        let start = chunks[last].count
+        chunks[last].append(contentsOf: payload)
+        chunks[last].append(contentsOf: data)
+        return BodyCopy(chunk: last, payload: start ..< start + payload.count, data: start + payload.count ..< start + bytes)
+    }
+
+    /// Forgets the last copy (a body that did not verify).
+    mutating func dropLast(_ copy: BodyCopy) {
+        chunks[copy.chunk].removeSubrange(copy.payload.lowerBound...)
+    }
+
+    /// Calls `body` with the copied payload and data of `copy`.
+    public func withBody<Value>(_ copy: BodyCopy, _ body: (UnsafeRawBufferPointer, UnsafeRawBufferPointer) throws -> Value) rethrows -> Value {
+        try chunks[copy.chunk].withUnsafeBytes { chunk in
+            try body(UnsafeRawBufferPointer(rebasing: chunk[copy.payload]), UnsafeRawBufferPointer(rebasing: chunk[copy.data]))
+        }
+    }
 }
 
 /// Damage found inside the committed part of a log (not at its tail): reported, counted and
@@ -190,14 +237,21 @@ public struct LogScanner {
     /// (recovery: tells damage inside the log from its end) or stop (digest of a live log,
     /// whose tail is simply not written yet: the search would cost a pass over the region).
     public let searchPastDamage: Bool
+    /// Whether each record's payload and data are copied out of the region (into `bodies`)
+    /// and the body checksum verified on the copies, which the record then names (the
+    /// digest: a client may write its region while it is read, so what is applied must be
+    /// what was checked; one read of the record's bytes, not one to check and one to copy).
+    public let copiesBodies: Bool
+    public private(set) var bodies = BodyArena()
 
     /// `seed` is the region's record seed (`LogRecordHeader.recordSeed`).
     public init(region: UnsafeRawBufferPointer, epoch: UInt32, seed: UInt32, startOffset: UInt64, startSequence: UInt64,
-                searchPastDamage: Bool = true) {
+                searchPastDamage: Bool = true, copiesBodies: Bool = false) {
         self.region = region
         self.epoch = epoch
         self.seed = seed
         self.searchPastDamage = searchPastDamage
+        self.copiesBodies = copiesBodies
         offset = startOffset
         nextSequence = startSequence
     }
@@ -214,7 +268,7 @@ public struct LogScanner {
                 if wrapsFollowed > 1 { end = .cleanEnd(offset: 0); return nil }
                 continue
             }
-            guard let record = candidate(at: offset, sequence: nextSequence) else {
+            guard var record = candidate(at: offset, sequence: nextSequence) else {
                 if let (resumeOffset, resumeSequence) = findResumePoint(after: offset) {
                     damage.append(LogDamage(kind: .header, offset: offset,
                                             lostSequences: nextSequence ... resumeSequence - 1))
@@ -225,7 +279,7 @@ public struct LogScanner {
                 end = .cleanEnd(offset: offset)
                 return nil
             }
-            if !bodyVerifies(record) {
+            if !bodyVerifies(&record) {
                 if candidate(at: successor(of: record.end), sequence: nextSequence + 1) != nil
                     || findResumePoint(after: offset) != nil {
                     damage.append(LogDamage(kind: .bodyChecksum, offset: offset, lostSequences: nextSequence ... nextSequence))
@@ -271,10 +325,20 @@ public struct LogScanner {
                              dataOffset: parts.dataOffset, end: parts.end)
     }
 
-    private func bodyVerifies(_ record: ScannedRecord) -> Bool {
+    private mutating func bodyVerifies(_ record: inout ScannedRecord) -> Bool {
         let payload = UnsafeRawBufferPointer(rebasing: region[Int(record.payloadOffset) ..< Int(record.payloadOffset) + Int(record.header.payloadBytes)])
         let data = UnsafeRawBufferPointer(rebasing: region[Int(record.dataOffset) ..< Int(record.dataOffset) + Int(record.header.dataBytes)])
-        return LogRecordHeader.bodyChecksum(payload: payload, data: data, seed: seed) == record.header.bodyCRC
+        guard copiesBodies else {
+            return LogRecordHeader.bodyChecksum(payload: payload, data: data, seed: seed) == record.header.bodyCRC
+        }
+        let copy = bodies.append(payload: payload, data: data)
+        let verifies = bodies.withBody(copy) { p, d in LogRecordHeader.bodyChecksum(payload: p, data: d, seed: seed) } == record.header.bodyCRC
+        if verifies {
+            record.body = copy
+        } else {
+            bodies.dropLast(copy)
+        }
+        return verifies
     }
 
     /// After an unreadable position: the valid header of this epoch with the smallest
