@@ -68,6 +68,12 @@ struct Refusal: Error {
 public final class Digester<NVM: PersistentMemory>: @unchecked Sendable {
     public let nvm: NVM
     public let superblock: Superblock
+    /// The window arena, kept between digests (its pages stay mapped).
+    private var arena = BodyArena()
+    private func takeArena() -> BodyArena {
+        defer { arena = BodyArena() }
+        return arena
+    }
     public let journal: MetadataJournal<NVM>
     public let allocator: BlockAllocator<NVM>
     public let inodes: InodeTable<NVM>
@@ -106,13 +112,14 @@ public final class Digester<NVM: PersistentMemory>: @unchecked Sendable {
         let regionView = nvm.view(at: Int(layout.logRegionOffset(region)), count: Int(layout.logRegionBytes))
         var scanner = LogScanner(region: regionView, epoch: UInt32(truncatingIfNeeded: descriptor.epoch), seed: recordSeed,
                                  startOffset: descriptor.digestedOffset, startSequence: descriptor.digestedSequence,
-                                 searchPastDamage: recovery, copiesBodies: true)
+                                 searchPastDamage: recovery, copiesBodies: true, bodies: takeArena())
         // 1. The window: up to `maxRecords` records, each copied out of the client-writable
         //    region by the scanner and verified on the copy (the client may be writing its
         //    region right now: what is applied is what was checked), then decoded. A record
         //    that does not decode is refused here.
         var window: [WindowRecord] = []
-        while window.count < maxRecords, let record = scanner.next() {
+        // The window's copies are bounded too (a batch of 1 MiB writes stops at 16 MiB).
+        while window.count < maxRecords, scanner.bodies.byteCount < BodyArena.keptBytesMax, let record = scanner.next() {
             let body = record.body!
             var entry = WindowRecord(sequence: record.header.sequence, cursorOffset: scanner.offset, cursorSequence: scanner.nextSequence,
                                      operation: nil, body: body, refusal: nil)
@@ -130,6 +137,7 @@ public final class Digester<NVM: PersistentMemory>: @unchecked Sendable {
         var report = DigestReport()
         report.damage = scanner.damage
         let bodies = scanner.bodies
+        defer { arena = bodies }
         // 2. Apply. A batch that fills its share of the journal stops early; if it stopped
         //    inside a group coalescing skipped, it is rolled back and applied again over the
         //    records that fit, so every group is applied whole or skipped whole.

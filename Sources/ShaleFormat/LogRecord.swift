@@ -157,30 +157,50 @@ public struct BodyCopy: Equatable, Sendable {
 }
 
 /// Record bodies copied out of a log region, in chunks of at least 1 MiB (a record never
-/// straddles two): one allocation per megabyte of records, not one per record.
+/// straddles two): one allocation per megabyte of records, not one per record. `reset`
+/// keeps the chunks (up to `keptBytesMax`) for the next scan, so a digest does not fault in
+/// fresh pages for every window.
 public struct BodyArena: Sendable {
     public private(set) var chunks: [[UInt8]] = []
+    private var current = 0
+    /// Bytes copied in since the last reset.
+    public private(set) var byteCount = 0
     private static var chunkBytes: Int { 1 << 20 }
+    public static var keptBytesMax: Int { 16 << 20 }
 
     public init() {}
+
+    /// Empties the arena, keeping up to `keptBytesMax` of its chunks' memory.
+    public mutating func reset() {
+        var kept = 0
+        chunks = chunks.filter { chunk in
+            defer { kept += chunk.capacity }
+            return kept < Self.keptBytesMax
+        }
+        for index in chunks.indices { chunks[index].removeAll(keepingCapacity: true) }
+        current = 0
+        byteCount = 0
+    }
 
     /// Copies `payload` and `data` in; returns where they are.
     mutating func append(payload: UnsafeRawBufferPointer, data: UnsafeRawBufferPointer) -> BodyCopy {
         let bytes = payload.count + data.count
-        if chunks.isEmpty || chunks[chunks.count - 1].count + bytes > chunks[chunks.count - 1].capacity {
+        while current < chunks.count, chunks[current].count + bytes > chunks[current].capacity { current += 1 }
+        if current == chunks.count {
             var fresh: [UInt8] = []
             fresh.reserveCapacity(max(Self.chunkBytes, bytes))
             chunks.append(fresh)
         }
-        let last = chunks.count - 1
-        let start = chunks[last].count
-        chunks[last].append(contentsOf: payload)
-        chunks[last].append(contentsOf: data)
-        return BodyCopy(chunk: last, payload: start ..< start + payload.count, data: start + payload.count ..< start + bytes)
+        let start = chunks[current].count
+        chunks[current].append(contentsOf: payload)
+        chunks[current].append(contentsOf: data)
+        byteCount += bytes
+        return BodyCopy(chunk: current, payload: start ..< start + payload.count, data: start + payload.count ..< start + bytes)
     }
 
     /// Forgets the last copy (a body that did not verify).
     mutating func dropLast(_ copy: BodyCopy) {
+        byteCount -= copy.data.upperBound - copy.payload.lowerBound
         chunks[copy.chunk].removeSubrange(copy.payload.lowerBound...)
     }
 
@@ -242,11 +262,15 @@ public struct LogScanner {
     /// digest: a client may write its region while it is read, so what is applied must be
     /// what was checked; one read of the record's bytes, not one to check and one to copy).
     public let copiesBodies: Bool
-    public private(set) var bodies = BodyArena()
+    public private(set) var bodies: BodyArena
 
     /// `seed` is the region's record seed (`LogRecordHeader.recordSeed`).
+    /// `bodies`: an arena to copy into (emptied first), so that a caller scanning again and
+    /// again reuses its memory; take it back from `bodies` after the scan.
     public init(region: UnsafeRawBufferPointer, epoch: UInt32, seed: UInt32, startOffset: UInt64, startSequence: UInt64,
-                searchPastDamage: Bool = true, copiesBodies: Bool = false) {
+                searchPastDamage: Bool = true, copiesBodies: Bool = false, bodies: BodyArena = BodyArena()) {
+        self.bodies = bodies
+        self.bodies.reset()
         self.region = region
         self.epoch = epoch
         self.seed = seed
