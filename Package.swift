@@ -35,7 +35,7 @@ let package = Package(
 
         // Layer 1: media, the only code that touches storage.
         .target(name: "ShaleMedia",
-                dependencies: ["CPmem", "CURing", "CLinux",
+                dependencies: ["CPmem", "CURing", "CLinux", "CCRC32C",
                                .product(name: "SystemPackage", package: "swift-system")]),
         // Layer 2: the on-media format, shared by every writer and reader.
         .target(name: "ShaleFormat", dependencies: ["CCRC32C"]),

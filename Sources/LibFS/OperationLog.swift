@@ -154,16 +154,19 @@ public final class OperationLog<NVM: PersistentMemory>: @unchecked Sendable {
             head = 0
         }
 
-        // Durable point 1: the bulk data, flushed but not yet fenced.
-        if data.count > 0 {
-            nvm.storeFlush(data, at: regionBase + Int(parts.dataOffset))
-        }
-        // Durable point 2: header and payload, flushed but not yet fenced.
         let payload = UnsafeMutableRawBufferPointer(rebasing: scratch[LogRecordHeader.encodedBytes ..< LogRecordHeader.encodedBytes + payloadBytes])
         encodePayload(payload)
+        // The body checksum (LogRecordHeader.bodyChecksum: payload, then data) continues over
+        // the data as it is copied, so the data is read once.
+        var bodyCRC = CRC32C.update(seed, UnsafeRawBufferPointer(payload))
+        // Durable point 1: the bulk data, flushed but not yet fenced.
+        if data.count > 0 {
+            bodyCRC = nvm.storeFlush(data, at: regionBase + Int(parts.dataOffset), continuingCRC32C: bodyCRC,
+                                     update: CRC32C.update)
+        }
+        // Durable point 2: header and payload, flushed but not yet fenced.
         let header = LogRecordHeader(sequence: nextSequence, epoch: epochLow, type: type,
-                                     payloadBytes: UInt32(payloadBytes), dataBytes: UInt32(data.count),
-                                     bodyCRC: LogRecordHeader.bodyChecksum(payload: UnsafeRawBufferPointer(payload), data: data, seed: seed))
+                                     payloadBytes: UInt32(payloadBytes), dataBytes: UInt32(data.count), bodyCRC: bodyCRC)
         header.encode(into: scratch, seed: seed)
         let record = UnsafeRawBufferPointer(rebasing: scratch[0 ..< LogRecordHeader.encodedBytes + payloadBytes])
         nvm.storeFlush(record, at: regionBase + Int(start))

@@ -7,6 +7,7 @@
 // Shale recognises tmpfs itself instead of asking users to set PMEM_IS_PMEM_FORCE. On any
 // other file system the mapping is made durable with msync.
 
+import CCRC32C
 import CLinux
 import CPmem
 import Glibc
@@ -138,6 +139,26 @@ public final class MappedPersistentMemory: PersistentMemory, @unchecked Sendable
             msync(offset, source.count)
         }
     }
+
+    public func storeFlush(_ source: UnsafeRawBufferPointer, at offset: Int, continuingCRC32C crc: UInt32,
+                           update: (UInt32, UnsafeRawBufferPointer) -> UInt32) -> UInt32 {
+        checkRange(offset, source.count)
+        guard usesCPUFlush, Self.foldsWhileCopying, let from = source.baseAddress else {
+            storeFlush(source, at: offset)
+            return update(crc, source)
+        }
+        // One pass: non-temporal stores (as pmem_memcpy_nodrain makes for a copy this size)
+        // of the vectors the CRC folding loads anyway; a tail under 256 bytes goes the usual way.
+        var register = ~crc
+        let copied = shale_crc32c_hw_copy_stream(&register, base + offset, from, source.count)
+        guard copied < source.count else { return ~register }
+        let rest = UnsafeRawBufferPointer(rebasing: source[copied...])
+        storeFlush(rest, at: offset + copied)
+        return update(copied == 0 ? crc : ~register, rest)
+    }
+
+    /// The CPU folds CRC32C (the hardware tables are set up once, here).
+    private static let foldsWhileCopying: Bool = shale_crc32c_hw_available() != 0 && shale_crc32c_hw_folds() != 0
 
     @inline(__always)
     public func storePersist(_ source: UnsafeRawBufferPointer, at offset: Int) {

@@ -48,9 +48,24 @@ public protocol PersistentMemory: AnyObject {
     /// fill + flush without the fence (libpmem's `pmem_memset_nodrain`): durable at the next
     /// `fence`.
     func fillFlush(_ byte: UInt8, at offset: Int, count: Int)
+    /// storeFlush that also continues a CRC32C over the bytes: returns `update(crc, source)`.
+    /// A medium that can checksum while it copies (a CPU-flushed mapping on a CPU that folds
+    /// CRC32C with carry-less multiplication) reads the bytes once for both, which is most of
+    /// a 4 KiB log record's cost; any other does storeFlush, then `update`. `crc` and the
+    /// result are finished CRC32C values, `update` ShaleFormat's `CRC32C.update` (the media
+    /// layer sits below the format and does not define the checksum).
+    func storeFlush(_ source: UnsafeRawBufferPointer, at offset: Int, continuingCRC32C crc: UInt32,
+                    update: (UInt32, UnsafeRawBufferPointer) -> UInt32) -> UInt32
 }
 
 extension PersistentMemory {
+    /// storeFlush, then the checksum (what a medium without a combined path does).
+    public func storeFlush(_ source: UnsafeRawBufferPointer, at offset: Int, continuingCRC32C crc: UInt32,
+                           update: (UInt32, UnsafeRawBufferPointer) -> UInt32) -> UInt32 {
+        storeFlush(source, at: offset)
+        return update(crc, source)
+    }
+
     /// fill, then flush (what a region without a combined path does).
     public func fillFlush(_ byte: UInt8, at offset: Int, count: Int) {
         fill(byte, at: offset, count: count)

@@ -22,4 +22,11 @@ int shale_crc32c_hw_folds(void);
 /// shale_crc32c_hw_update without folding: the crc32-lane path, for tests on CPUs that fold.
 uint32_t shale_crc32c_hw_update_lanes(uint32_t crc, const void *bytes, size_t count);
 
+/// Copies a prefix of `source` (`count` bytes) to `destination` with non-temporal stores
+/// while folding it into the CRC register `*crc` (raw register, as above): the bytes are
+/// read once for both. Returns the bytes copied, a multiple of 256 (0 when the CPU does not
+/// fold, `count` < 512 or `destination` is not 64-byte aligned); the caller copies the rest.
+/// The stores are unordered until an sfence (the medium's fence).
+size_t shale_crc32c_hw_copy_stream(uint32_t *crc, void *destination, const void *source, size_t count);
+
 #endif
