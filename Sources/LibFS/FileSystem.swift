@@ -1309,13 +1309,28 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
         pending.touched(.data(inode.number), sequence)
         pending.data[inode.number, default: DataIndex()].insert(
             DataPiece(start: offset, end: offset + UInt64(count), source: source, sequence: sequence))
-        inode.size = max(inode.size, offset + UInt64(count))
+        let end = offset + UInt64(count)
+        if let index = pending.inodes.index(forKey: inode.number) {
+            // A write changes only the size, the times and the block count: edit the pending
+            // inode where it is (no copy out and back, one hash lookup).
+            pending.touched(.inode(inode.number), sequence)
+            pending.inodes.values[index].sequence = sequence
+            Self.applyWrite(to: &pending.inodes.values[index].inode, end: end, time: time, blocks: blocks)
+        } else {
+            Self.applyWrite(to: &inode, end: end, time: time, blocks: blocks)
+            setPending(inode, sequence)
+        }
+        pending.demand(blocks, sequence: sequence)
+        return count
+    }
+
+    /// What a write record does to its inode (the digest applies the same).
+    @inline(__always)
+    private static func applyWrite(to inode: inout Inode, end: UInt64, time: Timestamp, blocks: UInt64) {
+        inode.size = max(inode.size, end)
         inode.mtime = time
         inode.ctime = time
         inode.allocatedBlocks += blocks
-        setPending(inode, sequence)
-        pending.demand(blocks, sequence: sequence)
-        return count
     }
 
     // MARK: - Size and space

@@ -201,6 +201,7 @@ struct PendingState {
         case data(UInt64)
     }
     private var touches: [(sequence: UInt64, touch: Touch)] = []
+    private static var touchesKeptMax: Int { 65_536 }
     private var touchesHead = 0
 
     mutating func touched(_ touch: Touch, _ sequence: UInt64) {
@@ -247,13 +248,15 @@ struct PendingState {
         blockDemands.removeFirst(dropped)
         // Collections keep their capacity when emptied: a burst of creates leaves hundreds of
         // megabytes of empty tables behind. Once everything is digested, let them go.
+        // The touch list is kept at up to `touchesKeptMax` entries' capacity (2 MiB): writers
+        // refilling a released array fault in fresh pages as it grows, a cost on every call.
         if touchesHead == touches.count {
-            touches = []
+            touches.removeAll(keepingCapacity: touches.capacity <= Self.touchesKeptMax)
             touchesHead = 0
         }
         if inodes.isEmpty { inodes = [:] }
         if entries.isEmpty { entries = [:] }
         if data.isEmpty { data = [:] }
-        if blockDemands.isEmpty { blockDemands = [] }
+        if blockDemands.isEmpty { blockDemands.removeAll(keepingCapacity: blockDemands.capacity <= Self.touchesKeptMax) }
     }
 }

@@ -157,6 +157,16 @@ public final class MappedPersistentMemory: PersistentMemory, @unchecked Sendable
         return update(copied == 0 ? crc : ~register, rest)
     }
 
+    public func prefault(offset: Int, count: Int) {
+        checkRange(offset, count)
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let start = offset / page * page
+        let end = (offset + count + page - 1) / page * page
+        // MADV_POPULATE_WRITE (Linux 5.14): write-faults the pages in without changing them.
+        // An older kernel's EINVAL, or ENOMEM on a full tmpfs, only leaves the faults for later.
+        _ = madvise(base + start, min(end, byteCount) - start, 23 /* MADV_POPULATE_WRITE */)
+    }
+
     /// The CPU folds CRC32C (the hardware tables are set up once, here).
     private static let foldsWhileCopying: Bool = shale_crc32c_hw_available() != 0 && shale_crc32c_hw_folds() != 0
 

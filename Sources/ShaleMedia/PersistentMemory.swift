@@ -56,9 +56,17 @@ public protocol PersistentMemory: AnyObject {
     /// layer sits below the format and does not define the checksum).
     func storeFlush(_ source: UnsafeRawBufferPointer, at offset: Int, continuingCRC32C crc: UInt32,
                     update: (UInt32, UnsafeRawBufferPointer) -> UInt32) -> UInt32
+    /// Maps the range's pages for writing now, so that stores into it take no page faults
+    /// later (a process's log region: a 4 KiB write record spans two pages, and two minor
+    /// faults cost more than the record). Contents are unchanged; best effort, a no-op
+    /// where there is nothing to map.
+    func prefault(offset: Int, count: Int)
 }
 
 extension PersistentMemory {
+    /// Nothing to map (simulated and recording media).
+    public func prefault(offset: Int, count: Int) {}
+
     /// storeFlush, then the checksum (what a medium without a combined path does).
     public func storeFlush(_ source: UnsafeRawBufferPointer, at offset: Int, continuingCRC32C crc: UInt32,
                            update: (UInt32, UnsafeRawBufferPointer) -> UInt32) -> UInt32 {
