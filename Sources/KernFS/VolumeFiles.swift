@@ -218,6 +218,8 @@ public enum VolumeFiles {
                 created.append(nvmPath)
             }
 
+            // An earlier volume's saved NVM (SavedNVM) must never be restored into this one.
+            try SavedNVM.forget(directory: directory)
             // The manifest last: until it exists, DIR holds no volume, and what this run made
             // is removed on failure.
             let manifest = VolumeManifest(volumeID: options.volumeID,

@@ -105,6 +105,87 @@ public enum HostFiles {
         }
     }
 
+    /// Copies the file `source` to `destination`, replacing it so that a crash leaves the old
+    /// or the new file whole (a temporary file, fsync, rename, directory fsync). Holes of the
+    /// source, and 1 MiB steps holding only zeros, stay holes in the copy. With `reserve`,
+    /// the copy's whole size is allocated first (posix_fallocate), so a destination without
+    /// room fails here with ENOSPC, not later. `progress` is told bytes done and total.
+    /// Returns the bytes of data written.
+    @discardableResult
+    public static func copyAtomically(_ source: String, to destination: String, reserve: Bool = false,
+                                      progress: ((UInt64, UInt64) -> Void)? = nil) throws(MediaError) -> UInt64 {
+        let input = open(source, O_RDONLY | O_CLOEXEC)
+        guard input >= 0 else { throw MediaError.current("opening \(source)") }
+        defer { close(input) }
+        var info = stat()
+        guard fstat(input, &info) == 0 else { throw MediaError.current("examining \(source)") }
+        let total = Int(info.st_size)
+        let temporary = destination + ".tmp-\(getpid())"
+        let output = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        guard output >= 0 else { throw MediaError.current("creating \(temporary)") }
+        var keep = false
+        defer {
+            close(output)
+            if !keep { unlink(temporary) }
+        }
+        if reserve, total > 0 {
+            let result = posix_fallocate(output, 0, total)
+            guard result == 0 else {
+                errno = result
+                throw MediaError.current("reserving \(total) bytes for \(temporary)")
+            }
+        } else {
+            guard ftruncate(output, total) == 0 else { throw MediaError.current("sizing \(temporary)") }
+        }
+        let stepBytes = 1 << 20
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: stepBytes, alignment: 4096)
+        defer { buffer.deallocate() }
+        let zeros = UnsafeMutableRawBufferPointer.allocate(byteCount: stepBytes, alignment: 4096)
+        zeros.initializeMemory(as: UInt8.self, repeating: 0)
+        defer { zeros.deallocate() }
+        var written: UInt64 = 0
+        var offset = 0
+        while offset < total {
+            // Skip the source's holes (SEEK_DATA: ENXIO past the last data).
+            let data = lseek(input, offset, 3 /* SEEK_DATA, a GNU extension Glibc does not export */)
+            if data < 0 {
+                guard errno == ENXIO else { throw MediaError.current("seeking data in \(source)") }
+                break
+            }
+            offset = data / stepBytes * stepBytes
+            let count = min(stepBytes, total - offset)
+            var filled = 0
+            while filled < count {
+                let got = pread(input, buffer.baseAddress! + filled, count - filled, offset + filled)
+                if got < 0 {
+                    if errno == EINTR { continue }
+                    throw MediaError.current("reading \(source)")
+                }
+                guard got > 0 else { throw MediaError(.ioError, "reading \(source)", detail: "the file ended early") }
+                filled += got
+            }
+            let allZero = memcmp(buffer.baseAddress!, zeros.baseAddress!, count) == 0
+            if !allZero {
+                var put = 0
+                while put < count {
+                    let done = pwrite(output, buffer.baseAddress! + put, count - put, offset + put)
+                    if done < 0 {
+                        if errno == EINTR { continue }
+                        throw MediaError.current("writing \(temporary)")
+                    }
+                    put += done
+                }
+                written += UInt64(count)
+            }
+            offset += count
+            progress?(UInt64(offset), UInt64(total))
+        }
+        guard fsync(output) == 0 else { throw MediaError.current("syncing \(temporary)") }
+        try renameDurably(temporary, to: destination)
+        keep = true
+        return written
+    }
+
     /// Renames `from` over `to` and makes the rename durable (fsync of the directory).
     public static func renameDurably(_ from: String, to: String) throws(MediaError) {
         guard rename(from, to) == 0 else { throw MediaError.current("renaming \(from) to \(to)") }
@@ -148,6 +229,23 @@ public enum HostFiles {
     public static func parentDirectory(of path: String) -> String {
         guard let slash = path.lastIndex(of: "/") else { return "." }
         return slash == path.startIndex ? "/" : String(path[..<slash])
+    }
+
+    /// When the file at `path` was last modified (seconds since the epoch).
+    public static func modificationSeconds(of path: String) -> Int64? {
+        var info = stat()
+        guard stat(path, &info) == 0 else { return nil }
+        return Int64(info.st_mtim.tv_sec)
+    }
+
+    /// A time for messages: "2026-12-02 16:40:05 UTC".
+    public static func describeTime(_ seconds: Int64) -> String {
+        var time = time_t(seconds)
+        var parts = tm()
+        guard gmtime_r(&time, &parts) != nil else { return "\(seconds)" }
+        var buffer = [CChar](repeating: 0, count: 64)
+        let count = strftime(&buffer, buffer.count, "%Y-%m-%d %H:%M:%S UTC", &parts)
+        return String(decoding: buffer[0 ..< count].map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 
     public static var userID: UInt32 { getuid() }

@@ -75,6 +75,7 @@ struct Fsck: ParsableCommand {
     func run() throws {
         let opened: OpenedVolume
         do {
+            if let restored = try SavedNVM.restoreIfMissing(volume: target.volume) { Output.error("shale fsck: \(restored)") }
             opened = try VolumeFiles.open(target.volume, repair: repair)
         } catch {
             Output.error("shale fsck: cannot check: \(error)")

@@ -30,6 +30,12 @@ struct Mount: ParsableCommand {
         the daemon: requests in flight finish, every log record is digested and the volume \
         is closed. A mount point left dead by a killed daemon is detached before mounting \
         again.
+
+        NVM emulated in RAM (a file on /dev/shm or another tmpfs) survives a killed daemon \
+        but not a reboot: a clean unmount therefore saves it beside the manifest \
+        (shale.nvm.saved), and after a reboot the next shale command restores it. Changes \
+        made by a mount that did not end cleanly before the reboot are lost, and the restore \
+        says so.
         """)
 
     @OptionGroup var target: VolumeArgument
@@ -75,9 +81,12 @@ struct Mount: ParsableCommand {
         var signals = FUSESession.stopSignals
         pthread_sigmask(SIG_BLOCK, &signals, nil)
 
+        try target.restoreSavedNVM(for: "mount")
         let fileSystem: EmbeddedFileSystem
         do {
             fileSystem = try FileSystem.open(volume: volume, credentials: Credentials(uid: 0, gid: 0, umask: 0))
+            // From here the NVM is newer than any copy saved at an earlier unmount.
+            try SavedNVM.markMounted(volume: volume)
         } catch {
             if case .inUse = error {
                 throw Output.fail("mount", "\(error) — is it mounted already? (see `mount -t fuse.shale`)")
@@ -96,6 +105,7 @@ struct Mount: ParsableCommand {
             try session.mount()
         } catch {
             try? fileSystem.close()
+            saveNVM(volume, verbose: true)
             throw Output.fail("mount", error.description)
         }
         if let readiness {
@@ -114,6 +124,21 @@ struct Mount: ParsableCommand {
         if stayInForeground {
             Output.error("shale mount: \(prepared.path) unmounted" + (status > 0 ? " (signal \(status))" : "")
                 + "; \(volume) digested and closed")
+        }
+        saveNVM(volume, verbose: stayInForeground)
+    }
+
+    /// After a clean close: an NVM region emulated in RAM is saved beside the manifest, so a
+    /// reboot does not lose it (SavedNVM; the next command to open the volume restores it).
+    private func saveNVM(_ volume: String, verbose: Bool) {
+        do {
+            if let report = try SavedNVM.save(volume: volume), verbose {
+                Output.error("shale mount: saved the emulated NVM (\(ByteSize.format(report.nvmBytes)), "
+                    + "\(ByteSize.format(report.dataBytes)) of it not zero) to \(report.savedPath)")
+            }
+        } catch {
+            // The volume is closed and consistent; only the copy for after a reboot is missing.
+            Output.error("shale mount: could not save the emulated NVM for after a reboot: \(error)")
         }
     }
 
