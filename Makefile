@@ -9,7 +9,7 @@ DEB_PACKAGES := libfuse3-dev fuse3 libpmem-dev liburing-dev libzstd-dev pkg-conf
 BENCH_PACKAGES := fio
 DEMO_DIR     ?= /tmp/shale-demo
 
-.PHONY: all deps deps-bench build test demo bench bench-memory clean
+.PHONY: all deps deps-bench build test demo bench bench-memory install uninstall clean
 
 all: build
 
@@ -40,6 +40,19 @@ bench: deps-bench
 # Resident memory after a million files (minutes; kept out of `make bench`).
 bench-memory: deps-bench
 	@tools/bench/run memory
+
+# Puts a release build of shale in $(PREFIX)/bin and mount(8)'s helper name beside mount.fuse3
+# (/sbin/mount.fuse.shale), so `mount -t fuse.shale DIR MOUNTPOINT` and fstab lines work.
+PREFIX ?= /usr/local
+install: deps
+	$(SWIFT) build -c release
+	install -D -m 755 "$$($(SWIFT) build -c release --show-bin-path)/shale" "$(DESTDIR)$(PREFIX)/bin/shale"
+	mkdir -p "$(DESTDIR)/sbin"
+	ln -sf "$(PREFIX)/bin/shale" "$(DESTDIR)/sbin/mount.fuse.shale"
+	@echo "installed $(PREFIX)/bin/shale and /sbin/mount.fuse.shale"
+
+uninstall:
+	rm -f "$(DESTDIR)$(PREFIX)/bin/shale" "$(DESTDIR)/sbin/mount.fuse.shale"
 
 clean:
 	rm -rf .build tools/bench/.build
