@@ -4,9 +4,8 @@
 // throws the errno) that `FUSEServer.answer` sends. The table's entries are non-capturing
 // closures (C function pointers) that only unpack arguments and call `answer`.
 //
-// Not offered yet (the kernel falls back or answers ENOSYS): readdirplus (with zero timeouts
-// its attributes would be stale at once), ioctl, poll, locks (the kernel keeps POSIX and
-// flock locks locally), bmap, retrieve_reply, write_buf.
+// Not offered (the kernel falls back or answers ENOSYS): ioctl, poll, locks (the kernel
+// keeps POSIX and flock locks locally), bmap, retrieve_reply, write_buf.
 
 import CFuse
 import KernFS
@@ -181,6 +180,41 @@ extension FUSEServer {
         return .bytes(Array(buffer[0 ..< used]))
     }
 
+    /// readdir with each entry's attributes (`ls -l`, `find`): the kernel instantiates the
+    /// entries, so each counts one lookup of its inode (counted once the reply is taken), but
+    /// "." and ".." (no node id, not counted, as the protocol says). An entry whose inode went
+    /// between the listing and its getattr (a concurrent unlink) is left out.
+    func readdirplus(_ handle: FileHandle, size: Int, offset: Int64, request: fuse_req_t) throws(Errno) -> Reply {
+        guard offset >= 0 else { throw .invalidArgument }
+        // An entry takes at least 152 bytes (128 of fuse_entry_out, 24 of header, the name padded to 8).
+        let entries = try fileSystem.readDirectory(handle, after: UInt64(offset), limit: max(1, size / 152))
+        var buffer = [UInt8](repeating: 0, count: size)
+        var used = 0
+        var lookups: [UInt64] = []
+        buffer.withUnsafeMutableBytes { raw in
+            let base = raw.baseAddress!.assumingMemoryBound(to: CChar.self)
+            for entry in entries {
+                let isDot = entry.name == [0x2E] || entry.name == [0x2E, 0x2E]
+                var parameters = fuse_entry_param()
+                if isDot {
+                    parameters.attr.st_ino = UInt(entry.inode)
+                    parameters.attr.st_mode = UInt32(entry.type) << 12
+                } else {
+                    guard let status = try? fileSystem.getattr(inode: entry.inode) else { continue }
+                    parameters = entryParameters(status)
+                }
+                let needed = (entry.name + [0]).withUnsafeBytes { name in
+                    fuse_add_direntry_plus(request, base + used, size - used, name.baseAddress!.assumingMemoryBound(to: CChar.self),
+                                           &parameters, off_t(entry.cookie))
+                }
+                guard needed <= size - used else { break }
+                used += needed
+                if !isDot { lookups.append(entry.inode) }
+            }
+        }
+        return .directoryPlus(Array(buffer[0 ..< used]), lookups: lookups)
+    }
+
     // MARK: - The file system
 
     func statfs() throws(Errno) -> Reply {
@@ -319,6 +353,11 @@ extension FUSEServer {
         ops.readdir = { req, _, size, offset, info in
             FUSEServer.answer(req) { server, _ throws(Errno) in
                 try server.readdir(try FUSEServer.handle(info), size: size, offset: Int64(offset), request: req!)
+            }
+        }
+        ops.readdirplus = { req, _, size, offset, info in
+            FUSEServer.answer(req) { server, _ throws(Errno) in
+                try server.readdirplus(try FUSEServer.handle(info), size: size, offset: Int64(offset), request: req!)
             }
         }
         ops.releasedir = { req, _, info in

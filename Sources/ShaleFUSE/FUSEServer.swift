@@ -39,6 +39,8 @@ enum Reply {
     /// fuse_reply_open: the handle goes to the kernel.
     case opened(FileHandle, UnsafeMutablePointer<fuse_file_info>)
     case bytes([UInt8])
+    /// fuse_reply_buf of readdirplus entries: counts one lookup of each of `lookups`.
+    case directoryPlus([UInt8], lookups: [UInt64])
     case written(Int)
     case link([UInt8])
     case statistics(FileSystemStatistics)
@@ -123,6 +125,9 @@ public final class FUSEServer: @unchecked Sendable {
             if fuse_reply_open(req, info) != 0 { try? fileSystem.close(handle) }
         case let .bytes(bytes):
             _ = bytes.withUnsafeBytes { fuse_reply_buf(req, $0.baseAddress?.assumingMemoryBound(to: CChar.self), $0.count) }
+        case let .directoryPlus(bytes, lookups):
+            let sent = bytes.withUnsafeBytes { fuse_reply_buf(req, $0.baseAddress?.assumingMemoryBound(to: CChar.self), $0.count) }
+            if sent == 0 { lookupLock.run { for inode in lookups { self.lookups[inode, default: 0] += 1 } } }
         case let .written(count):
             _ = fuse_reply_write(req, count)
         case let .link(target):
