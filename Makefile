@@ -6,7 +6,7 @@ CONFIG       ?= debug
 BUILD_FLAGS  ?= -c $(CONFIG)
 BIN           = $(shell $(SWIFT) build $(BUILD_FLAGS) --show-bin-path 2>/dev/null)
 DEB_PACKAGES := libfuse3-dev fuse3 libpmem-dev liburing-dev libzstd-dev pkg-config
-BENCH_PACKAGES := fio
+BENCH_PACKAGES := fio sqlite3 gcc
 DEMO_DIR     ?= /tmp/shale-demo
 
 .PHONY: all deps deps-bench build test demo bench bench-memory install uninstall clean

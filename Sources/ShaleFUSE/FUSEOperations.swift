@@ -101,9 +101,16 @@ extension FUSEServer {
     }
 
     /// Every answered write is durable already: flush and fsync only check the handle.
+    /// fsync, fdatasync, fsyncdir and the flush at close have nothing to do: every write
+    /// was durable when it was answered. The answer is ENOSYS, which the kernel's FUSE client
+    /// takes as exactly that: it returns success to the caller, now and for every later
+    /// call, without asking again (no_fsync, no_flush, no_fsyncdir), so an application's
+    /// fsync costs no round trip. The kernel first writes back any dirty pages of a shared
+    /// mapping (WRITE requests, each durable when answered), so fsync keeps its meaning for
+    /// mmap too. The handle is still checked, for the one request that is sent.
     func fsync(_ handle: FileHandle) throws(Errno) -> Reply {
         try fileSystem.fsync(handle)
-        return .ok
+        throw .noFunction
     }
 
     func release(_ handle: FileHandle) throws(Errno) -> Reply {

@@ -24,7 +24,11 @@ struct Mount: ParsableCommand {
 
         -o passes mount options to FUSE, comma-separated, and may be repeated: allow_other, \
         default_permissions, ro, fsname=NAME (default: the volume's path), … as in \
-        mount.fuse3(8). An option FUSE does not know is an error.
+        mount.fuse3(8). An option FUSE does not know is an error. Shale's own: \
+        attr_timeout=SECONDS and entry_timeout=SECONDS, how long the kernel may trust the \
+        attributes and names it was given (default 0: it asks Shale every time; longer \
+        saves a round trip per stat and path step, and is safe while this mount is the \
+        only way the volume changes).
 
         Unmount with `fusermount3 -u MOUNTPOINT`, `umount MOUNTPOINT`, or SIGINT/SIGTERM to \
         the daemon: requests in flight finish, every log record is digested and the volume \
@@ -65,8 +69,15 @@ struct Mount: ParsableCommand {
             Output.error("shale mount: detached a dead mount on \(mountPoint) left by a daemon that stopped")
         }
         let volume = absolute(target.volume)
-        var fuseOptions = options
-        let given = options.flatMap { $0.split(separator: ",").map { $0.split(separator: "=").first.map(String.init) ?? "" } }
+        let (shaleOptions, passed) = Self.splitOptions(options)
+        let timeouts: FUSETimeouts
+        do {
+            timeouts = try Self.timeouts(shaleOptions)
+        } catch {
+            throw Output.fail("mount", error.description)
+        }
+        var fuseOptions = passed
+        let given = passed.flatMap { $0.split(separator: ",").map { $0.split(separator: "=").first.map(String.init) ?? "" } }
         if !given.contains("fsname") { fuseOptions.append("fsname=" + Self.escape(volume)) }
         if !given.contains("subtype") { fuseOptions.append("subtype=shale") }
 
@@ -100,7 +111,8 @@ struct Mount: ParsableCommand {
 
         let session: FUSESession
         do {
-            session = try FUSESession(server: FUSEServer(fileSystem: fileSystem), mountPoint: prepared.path, options: fuseOptions,
+            session = try FUSESession(server: FUSEServer(fileSystem: fileSystem, timeouts: timeouts), mountPoint: prepared.path,
+                                      options: fuseOptions,
                                       debug: debug)
             try session.mount()
         } catch {
@@ -146,6 +158,44 @@ struct Mount: ParsableCommand {
         guard let resolved = realpath(path, nil) else { return path }
         defer { free(resolved) }
         return String(cString: resolved)
+    }
+
+    /// Shale's own mount options (the rest go to libfuse).
+    static let shaleOptionKeys: Set<String> = ["attr_timeout", "entry_timeout"]
+
+    struct OptionError: Error, CustomStringConvertible {
+        let description: String
+    }
+
+    /// Shale's own `-o` options, and the others (comma lists kept whole) for libfuse.
+    static func splitOptions(_ lists: [String]) -> (shale: [(key: String, value: String)], passed: [String]) {
+        var shale: [(key: String, value: String)] = []
+        var passed: [String] = []
+        for list in lists {
+            var rest: [String] = []
+            for option in list.split(separator: ",", omittingEmptySubsequences: true).map(String.init) {
+                let parts = option.split(separator: "=", maxSplits: 1).map(String.init)
+                if shaleOptionKeys.contains(parts[0]) {
+                    shale.append((parts[0], parts.count > 1 ? parts[1] : ""))
+                } else {
+                    rest.append(option)
+                }
+            }
+            if !rest.isEmpty { passed.append(rest.joined(separator: ",")) }
+        }
+        return (shale, passed)
+    }
+
+    /// attr_timeout=SECONDS and entry_timeout=SECONDS (default 0: docs/architecture.md says why).
+    static func timeouts(_ options: [(key: String, value: String)]) throws(OptionError) -> FUSETimeouts {
+        var timeouts = FUSETimeouts.none
+        for (key, value) in options {
+            guard let seconds = Double(value), seconds >= 0, seconds <= 3600 else {
+                throw OptionError(description: "-o \(key)=\(value): give seconds, from 0 to 3600")
+            }
+            if key == "attr_timeout" { timeouts.attributes = seconds } else { timeouts.entries = seconds }
+        }
+        return timeouts
     }
 
     /// A value inside a FUSE option list: commas and backslashes escaped.

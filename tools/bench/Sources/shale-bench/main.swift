@@ -268,5 +268,6 @@ case "fs-append128": fsAppend128Benchmark()
 case "fs-smallfiles": fsSmallFilesBenchmark()
 case "fs-digest": fsDigestBenchmark()
 case "fs-memory": fsMemoryBenchmark()
-default: fail("usage: shale-bench persist [--nvm PATH] [--rounds N] | log [--rounds N] | block --file PATH [--pattern randwrite4k|seqwrite1m] [--seconds S] [--depth N] | fs-write4k|fs-append128|fs-smallfiles --ext4 DIR --tmpfs DIR [--rounds N] [--ops N|--files N] | fs-digest [--rounds N] [--mib N] | fs-memory [--files N] [--data-gib N]")
+case "mount-ops": mountOpsBenchmark()
+default: fail("usage: shale-bench persist [--nvm PATH] [--rounds N] | log [--rounds N] | block --file PATH [--pattern randwrite4k|seqwrite1m] [--seconds S] [--depth N] | fs-write4k|fs-append128|fs-smallfiles --ext4 DIR --tmpfs DIR [--rounds N] [--ops N|--files N] | fs-digest [--rounds N] [--mib N] | fs-memory [--files N] [--data-gib N] | mount-ops --side NAME=DIR[,fsync] ... [--rounds N] [--ops N] [--files N] [--mib N]")
 }
