@@ -161,8 +161,10 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
 
     /// Waits (releasing the lock) until the log can take a record of `recordBytes`.
     private func awaitLogSpace(_ recordBytes: Int) throws(Errno) {
-        // Room for the record and, in the worst case, the padding of a wrap before it.
-        let needed = 2 * UInt64(recordBytes) + UInt64(LogRecordHeader.encodedBytes)
+        // Room for the record and, in the worst case, the padding of a wrap before it, and
+        // for one small record more (a write or truncate by an unprivileged caller may log
+        // the set-id bits it drops first: `droppingSetID`).
+        let needed = 2 * UInt64(recordBytes) + UInt64(LogRecordHeader.encodedBytes) + UInt64(Self.smallRecordBytes)
         // Only a log region far smaller than mkfs makes (the format allows 64 KiB) cannot
         // hold a large record (a 64 KiB xattr value): say so instead of waiting forever.
         guard needed <= log.capacityBytes else { throw .noSpace }
@@ -1230,8 +1232,8 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
 
     // MARK: - Writing
 
-    public func write(_ handle: FileHandle, _ bytes: UnsafeRawBufferPointer) throws(Errno) -> Int {
-        try locked { () throws(Errno) in
+    public func write(_ handle: FileHandle, _ bytes: UnsafeRawBufferPointer, as who: Credentials? = nil) throws(Errno) -> Int {
+        try locked(as: who) { () throws(Errno) in
             try awaitLogSpace(Self.writeRecordBytes(min(bytes.count, writeBytesMax)))
             let file = try file(handle)
             var offset = file.offset
@@ -1242,8 +1244,11 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
         }
     }
 
-    public func pwrite(_ handle: FileHandle, _ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws(Errno) -> Int {
-        try locked { () throws(Errno) in
+    /// `who`: the writer, when it is not the process (a front end's caller): an unprivileged
+    /// writer drops the file's set-id bits.
+    public func pwrite(_ handle: FileHandle, _ bytes: UnsafeRawBufferPointer, at offset: UInt64,
+                       as who: Credentials? = nil) throws(Errno) -> Int {
+        try locked(as: who) { () throws(Errno) in
             try awaitLogSpace(Self.writeRecordBytes(min(bytes.count, writeBytesMax)))
             let file = try file(handle)
             // pwrite on an O_APPEND file appends, as Linux does.
@@ -1283,6 +1288,7 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
         let chunk = UnsafeRawBufferPointer(rebasing: bytes[0 ..< count])
         let blocks = Self.blockSpan(offset, UInt64(count))
         try requireBlocks(blocks)
+        inode = try droppingSetID(inode)
         let time = Self.now()
         let source: UInt64
         let sequence: UInt64
@@ -1333,11 +1339,34 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
         inode.allocatedBlocks += blocks
     }
 
+    /// True when `new` is `old`'s permission bits with only set-uid and/or set-gid cleared.
+    private static func onlyDropsSetID(from old: UInt32, to new: UInt32) -> Bool {
+        let before = old & 0o7777, after = new & 0o7777
+        return after != before && after & ~0o6000 == before & ~0o6000 && after & ~before == 0
+    }
+
+    /// Linux drops set-uid, and set-gid on a group-executable file, when a regular file is
+    /// written or truncated by a caller without CAP_FSETID (here: anyone but root). Under
+    /// FUSE's HANDLE_KILLPRIV (libfuse's default) the kernel leaves this to the file system.
+    /// The change is its own record, logged before the write's: a crash between them leaves
+    /// the bits dropped and the data unwritten, the safe side.
+    private func droppingSetID(_ inode: Inode) throws(Errno) -> Inode {
+        guard !caller.isRoot, inode.mode & Inode.typeMask == Inode.typeRegular, inode.mode & 0o6000 != 0 else { return inode }
+        var mode = inode.mode & 0o7777 & ~0o4000
+        if mode & 0o010 != 0 { mode &= ~0o2000 }
+        guard mode != inode.mode & 0o7777 else { return inode }
+        var plan = AttributePlan()
+        plan.valid.insert(.mode)
+        plan.mode = mode
+        return try apply(plan, to: inode)
+    }
+
     // MARK: - Size and space
 
     @discardableResult
-    private func truncateLocked(_ current: Inode, to size: UInt64) throws(Errno) -> Inode {
+    private func truncateLocked(_ unchanged: Inode, to size: UInt64) throws(Errno) -> Inode {
         guard size <= Self.fileBytesMax else { throw .fileTooLarge }
+        let current = try droppingSetID(unchanged)
         let time = Self.now()
         let sequence = try append(.truncate(TruncateArguments(inode: current.number, size: size, time: time)))
         var inode = current
@@ -1692,7 +1721,18 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
             if changes.uid != nil || changes.gid != nil {
                 try planChown(inode, uid: changes.uid ?? .max, gid: changes.gid ?? .max, into: &plan)
             }
-            if let mode = changes.mode { try planChmod(inode, mode: mode, into: &plan) }
+            if let mode = changes.mode {
+                if !isOwnerOrRoot(inode), Self.onlyDropsSetID(from: inode.mode, to: mode), permits(inode, .write) {
+                    // The kernel dropping set-id bits before a write or truncate by a caller
+                    // who may write the file (FUSE without HANDLE_KILLPRIV sends that as a
+                    // mode change from the writer). It only takes privilege away, and a write
+                    // by the same caller would drop the same bits.
+                    plan.valid.insert(.mode)
+                    plan.mode = mode & 0o7777
+                } else {
+                    try planChmod(inode, mode: mode, into: &plan)
+                }
+            }
             try planUtimens(inode, access: changes.atime, modification: changes.mtime, into: &plan)
             if let size = changes.size {
                 try requireTruncatable(inode, through: file)

@@ -95,9 +95,9 @@ extension FUSEServer {
         return .bytes(bytes)
     }
 
-    func write(_ handle: FileHandle, _ bytes: UnsafeRawBufferPointer, offset: Int64) throws(Errno) -> Reply {
+    func write(_ handle: FileHandle, _ bytes: UnsafeRawBufferPointer, offset: Int64, as caller: Credentials) throws(Errno) -> Reply {
         guard offset >= 0 else { throw .invalidArgument }
-        return .written(try fileSystem.pwrite(handle, bytes, at: UInt64(offset)))
+        return .written(try fileSystem.pwrite(handle, bytes, at: UInt64(offset), as: caller))
     }
 
     /// Every answered write is durable already: flush and fsync only check the handle.
@@ -129,7 +129,7 @@ extension FUSEServer {
     /// (one write record, so the copied range lands whole or not at all); a short count is
     /// fine (the caller loops, as for any copy_file_range).
     func copyFileRange(from source: FileHandle, at sourceOffset: Int64, to target: FileHandle, at targetOffset: Int64,
-                       length: Int, flags: Int32) throws(Errno) -> Reply {
+                       length: Int, flags: Int32, as caller: Credentials) throws(Errno) -> Reply {
         guard flags == 0, sourceOffset >= 0, targetOffset >= 0 else { throw .invalidArgument }
         let count = min(length, fileSystem.writeBytesMax)
         guard count > 0 else { return .written(0) }
@@ -137,7 +137,7 @@ extension FUSEServer {
         guard !bytes.isEmpty else { return .written(0) }
         let result: Result<Int, Errno> = bytes.withUnsafeBytes { buffer in
             do throws(Errno) {
-                return .success(try fileSystem.pwrite(target, buffer, at: UInt64(targetOffset)))
+                return .success(try fileSystem.pwrite(target, buffer, at: UInt64(targetOffset), as: caller))
             } catch {
                 return .failure(error)
             }
@@ -338,8 +338,9 @@ extension FUSEServer {
             FUSEServer.answer(req) { server, _ throws(Errno) in try server.read(try FUSEServer.handle(info), size: size, offset: Int64(offset)) }
         }
         ops.write = { req, _, bytes, size, offset, info in
-            FUSEServer.answer(req) { server, _ throws(Errno) in
-                try server.write(try FUSEServer.handle(info), UnsafeRawBufferPointer(start: bytes, count: size), offset: Int64(offset))
+            FUSEServer.answer(req) { server, caller throws(Errno) in
+                try server.write(try FUSEServer.handle(info), UnsafeRawBufferPointer(start: bytes, count: size), offset: Int64(offset),
+                                 as: caller)
             }
         }
         ops.flush = { req, _, info in
@@ -406,9 +407,9 @@ extension FUSEServer {
             }
         }
         ops.copy_file_range = { req, _, sourceOffset, source, _, targetOffset, target, length, flags in
-            FUSEServer.answer(req) { server, _ throws(Errno) in
+            FUSEServer.answer(req) { server, caller throws(Errno) in
                 try server.copyFileRange(from: try FUSEServer.handle(source), at: Int64(sourceOffset), to: try FUSEServer.handle(target),
-                                         at: Int64(targetOffset), length: length, flags: flags)
+                                         at: Int64(targetOffset), length: length, flags: flags, as: caller)
             }
         }
         ops.lseek = { req, _, offset, whence, info in
@@ -420,7 +421,10 @@ extension FUSEServer {
     /// FUSE_INIT: what Shale asks of the kernel. Writeback caching stays off (the kernel would
     /// answer writes before Shale saw them, breaking "answered means durable"); atomic O_TRUNC
     /// (libfuse's default) so that open truncates in one request; writes no larger than one
-    /// LibFS record, so the kernel never sees a short write.
+    /// LibFS record, so the kernel never sees a short write. Set-id bits: this libfuse does
+    /// not pass HANDLE_KILLPRIV on, so before a write or truncate by an unprivileged caller the
+    /// kernel drops them itself, with a GETATTR and a SETATTR of the mode sent as the writer
+    /// (`FileSystem.setattr` accepts that from a caller who may write the file).
     func initialize(_ connection: UnsafeMutablePointer<fuse_conn_info>) {
         connection.pointee.want &= ~UInt32(FUSE_CAP_WRITEBACK_CACHE)
         if connection.pointee.capable & UInt32(FUSE_CAP_ATOMIC_O_TRUNC) != 0 {

@@ -27,6 +27,57 @@ private func bothWays(_ body: (Bool) throws -> Void) throws {
 }
 
 struct PermissionTests {
+    /// Linux drops set-uid, and set-gid on group-executable files, when an unprivileged
+    /// caller writes or truncates a file; root keeps them. (FUSE leaves this to Shale.)
+    @Test func anUnprivilegedWriteOrTruncateDropsSetIDBitsAndRootsDoesNot() throws {
+        try bothWays { digested in
+            let fs = try fileSystem(as: alice) { fs in
+                for name in ["w", "t", "ft", "g", "r"] {
+                    try fs.writeFile(Path("/" + name), [1, 2, 3], mode: 0o6777)
+                    try fs.chmod(Path("/" + name), mode: name == "g" ? 0o6766 : 0o6777)
+                }
+                if digested { try fs.digest() }
+            }
+            let handle = try fs.open("/w", .writeOnly)
+            _ = try fs.pwrite(handle, [9], at: 1)
+            try fs.close(handle)
+            #expect(try fs.stat("/w").mode & 0o7777 == 0o777, "write: set-uid and set-gid (group-executable) dropped")
+            try fs.truncate("/t", size: 1)
+            #expect(try fs.stat("/t").mode & 0o7777 == 0o777, "truncate")
+            let truncating = try fs.open("/ft", .readWrite)
+            try fs.ftruncate(truncating, size: 10)
+            try fs.close(truncating)
+            #expect(try fs.stat("/ft").mode & 0o7777 == 0o777, "ftruncate")
+            // Set-gid without group execute is mandatory locking's mark, not a privilege: kept.
+            let other = try fs.open("/g", .writeOnly)
+            _ = try fs.pwrite(other, [9], at: 0)
+            try fs.close(other)
+            #expect(try fs.stat("/g").mode & 0o7777 == 0o2766)
+            fs.credentials = root
+            try fs.writeFile("/r", [5])
+            #expect(try fs.stat("/r").mode & 0o7777 == 0o6777, "root keeps them")
+            #expect(try fs.readFile("/w") == [1, 9, 3])
+        }
+    }
+
+    /// FUSE's kernel drops set-id bits before an unprivileged write as a SETATTR of the mode
+    /// sent as the writer: accepted from a caller who may write the file when it only clears
+    /// set-uid/set-gid; any other mode change by a non-owner is still EPERM.
+    @Test func aNonOwnerWhoMayWriteMayOnlyDropSetIDBitsThroughSetattr() throws {
+        let fs = try fileSystem(as: alice) { fs in
+            try fs.writeFile("/writable", [1], mode: 0o6777)
+            try fs.chmod("/writable", mode: 0o6777)
+            try fs.writeFile("/readonly", [1], mode: 0o6755)
+            try fs.chmod("/readonly", mode: 0o6755)
+        }
+        let writable = try fs.stat("/writable").inode, readonly = try fs.stat("/readonly").inode
+        #expect(errnoOf { _ = try fs.setattr(inode: writable, AttributeChanges(mode: 0o6775)) } == .notPermitted)
+        #expect(errnoOf { _ = try fs.setattr(inode: readonly, AttributeChanges(mode: 0o0755)) } == .notPermitted)
+        #expect(try fs.setattr(inode: writable, AttributeChanges(mode: 0o2777)).mode & 0o7777 == 0o2777)
+        #expect(try fs.setattr(inode: writable, AttributeChanges(mode: 0o0777)).mode & 0o7777 == 0o0777)
+        #expect(errnoOf { _ = try fs.setattr(inode: writable, AttributeChanges(mode: 0o4777)) } == .notPermitted, "adding is not dropping")
+    }
+
     @Test func writingA0444FileFailsWithEACCESEvenForItsOwner() throws {
         try bothWays { digested in
             let fs = try fileSystem(as: alice) { fs in
