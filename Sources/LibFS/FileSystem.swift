@@ -75,6 +75,9 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
     /// Open inodes the kernel was told about (`setOpen`): only those that lost a link while
     /// open, so that opening and closing an ordinary file never waits on the kernel.
     private var announcedOpen: Set<UInt64> = []
+    /// Orphans whose last reference went (`releaseHold`) while records about them may still
+    /// be undigested: freed once the digest passes `sequence` (`absorb`).
+    private var dyingOrphans: [(inode: UInt64, sequence: UInt64)] = []
     private var nextDescriptor: Int32 = 3
     private var spareInodeNumbers: [UInt64] = []
     private var sharedFreeBlocks: UInt64 = 0
@@ -125,7 +128,14 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
             let open = files.values.map(\.inode)
             files.removeAll()
             for number in open { try dropOpen(number) }
+            // What a front end still holds (the kernel forgets nothing at unmount) goes too;
+            // the digest below frees the orphans among it (`absorb`).
+            for number in Array(openCounts.keys) {
+                openCounts[number] = 1
+                try dropOpen(number, deferred: true)
+            }
             try digestToEnd()
+            freeDyingOrphans()
             try kernel.detachLog(region: grant.region)
             kernel.shutdown()
             kernel.releaseInodeNumbers(spareInodeNumbers)
@@ -278,6 +288,7 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
         pending.prune(before: cursor.sequence)
         log.reclaim(upTo: cursor.offset, sequence: cursor.sequence)
         sharedFreeBlocks = kernel.statistics().freeBlocks
+        freeDyingOrphans()
     }
 
     /// One digest batch, with the lock held.
@@ -1152,11 +1163,18 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
     /// record about it is digested first, while the kernel still counts it open, so that
     /// records logged after its last unlink (writes through the handle) still find it; the
     /// kernel holds it as an orphan until `releaseOrphan`.
-    private func dropOpen(_ number: UInt64) throws(Errno) {
+    ///
+    /// `deferred` (a front end letting go of an inode, many per `rm -rf`): instead of a digest
+    /// now, the orphan is freed once the digest passes the records logged so far.
+    private func dropOpen(_ number: UInt64, deferred: Bool = false) throws(Errno) {
         let remaining = (openCounts[number] ?? 1) - 1
         openCounts[number] = remaining > 0 ? remaining : nil
         guard remaining == 0 else { return }
         if let inode = try inode(number), inode.linkCount == 0 {
+            if deferred, log.tailSequence < log.nextSequence {
+                dyingOrphans.append((number, log.nextSequence))
+                return
+            }
             try digestToEnd()
             if announcedOpen.remove(number) != nil { kernel.setOpen(number, false) }
             try kernel.releaseOrphan(number)
@@ -1164,6 +1182,43 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
             kernel.setOpen(number, false)
         }
     }
+
+    /// Frees the dying orphans whose every record is digested (`tailSequence` past them).
+    private func freeDyingOrphans() {
+        guard !dyingOrphans.isEmpty else { return }
+        var kept: [(inode: UInt64, sequence: UInt64)] = []
+        for orphan in dyingOrphans {
+            guard orphan.sequence <= log.tailSequence, openCounts[orphan.inode] == nil else {
+                kept.append(orphan)
+                continue
+            }
+            if announcedOpen.remove(orphan.inode) != nil { kernel.setOpen(orphan.inode, false) }
+            do {
+                try kernel.releaseOrphan(orphan.inode)
+            } catch {
+                // Left for recovery to free (an orphan with no links and no holder).
+                report("could not free orphan inode \(orphan.inode): \(error)")
+            }
+        }
+        dyingOrphans = kept
+    }
+
+    /// A front end (the FUSE server) holds inode `number` the way an open handle does: while
+    /// held, losing its last name leaves it an orphan, still readable, instead of freeing
+    /// it (the kernel may still name an inode it looked up: a process's current directory
+    /// after rmdir, a file being stat'ed while another process unlinks it).
+    public func hold(inode number: UInt64) throws(Errno) {
+        try locked { () throws(Errno) in openCounts[number, default: 0] += 1 }
+    }
+
+    /// Lets go of a `hold`. An orphan with nothing else holding it is freed after the next
+    /// digest that covers the records about it (not at once: see `dropOpen`).
+    public func releaseHold(inode number: UInt64) throws(Errno) {
+        try locked { () throws(Errno) in try dropOpen(number, deferred: true) }
+    }
+
+    /// Inodes held or open (tests).
+    public var heldInodeCount: Int { monitor.withLock { openCounts.count } }
 
     public func close(_ handle: FileHandle) throws(Errno) {
         try locked { () throws(Errno) in

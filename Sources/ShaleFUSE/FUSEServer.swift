@@ -70,9 +70,14 @@ public final class FUSEServer: @unchecked Sendable {
     public let fileSystem: EmbeddedFileSystem
     public let timeouts: FUSETimeouts
     /// Lookups the kernel holds per inode (entry and create replies add one each; forget
-    /// takes them away). The kernel may still name an inode while it holds one.
+    /// takes them away). The kernel may still name an inode while it holds one, so the
+    /// first lookup of an inode holds it in LibFS (`FileSystem.hold`: an unlinked inode
+    /// stays an orphan, readable) and the forget of the last lets go (`releaseHold`).
     private var lookups: [UInt64: UInt64] = [:]
-    private let lookupLock = PthreadMutex()  // the server's own small state, never held across a LibFS call
+    /// Held across LibFS's hold and releaseHold only (short calls that never wait for a
+    /// digest), so that they reach LibFS in the order the counts changed; LibFS never calls
+    /// back into the server, so the lock order is always this one, then LibFS's.
+    private let lookupLock = PthreadMutex()
 
     public init(fileSystem: EmbeddedFileSystem, timeouts: FUSETimeouts = .none) {
         self.fileSystem = fileSystem
@@ -107,17 +112,19 @@ public final class FUSEServer: @unchecked Sendable {
         case .ok:
             _ = fuse_reply_err(req, 0)
         case let .entry(status):
+            // Held before the kernel can name it (another request might unlink it at once).
             var entry = entryParameters(status)
-            if fuse_reply_entry(req, &entry) == 0 { remember(status.inode) }
+            remember(status.inode)
+            if fuse_reply_entry(req, &entry) != 0 { forget(status.inode, 1) }
         case let .attributes(status):
             var attributes = Self.stat(status)
             _ = fuse_reply_attr(req, &attributes, timeouts.attributes)
         case let .created(status, handle, info):
             var entry = entryParameters(status)
             info.pointee.fh = Self.fh(handle)
-            if fuse_reply_create(req, &entry, info) == 0 {
-                remember(status.inode)
-            } else {
+            remember(status.inode)
+            if fuse_reply_create(req, &entry, info) != 0 {
+                forget(status.inode, 1)
                 try? fileSystem.close(handle)
             }
         case let .opened(handle, info):
@@ -126,8 +133,9 @@ public final class FUSEServer: @unchecked Sendable {
         case let .bytes(bytes):
             _ = bytes.withUnsafeBytes { fuse_reply_buf(req, $0.baseAddress?.assumingMemoryBound(to: CChar.self), $0.count) }
         case let .directoryPlus(bytes, lookups):
+            for inode in lookups { remember(inode) }
             let sent = bytes.withUnsafeBytes { fuse_reply_buf(req, $0.baseAddress?.assumingMemoryBound(to: CChar.self), $0.count) }
-            if sent == 0 { lookupLock.run { for inode in lookups { self.lookups[inode, default: 0] += 1 } } }
+            if sent != 0 { for inode in lookups { forget(inode, 1) } }
         case let .written(count):
             _ = fuse_reply_write(req, count)
         case let .link(target):
@@ -154,15 +162,23 @@ public final class FUSEServer: @unchecked Sendable {
     }
 
     private func remember(_ inode: UInt64) {
-        lookupLock.run { lookups[inode, default: 0] += 1 }
+        lookupLock.run {
+            let before = lookups[inode] ?? 0
+            lookups[inode] = before + 1
+            // The root is never freed; every other inode is held while the kernel names it.
+            if before == 0, inode != UInt64(FUSE_ROOT_ID) { try? fileSystem.hold(inode: inode) }
+        }
     }
 
     func forget(_ inode: UInt64, _ count: UInt64) {
         lookupLock.run {
-            let left = (lookups[inode] ?? 0) - min(lookups[inode] ?? 0, count)
+            guard let before = lookups[inode] else { return }
+            let left = before - min(before, count)
             lookups[inode] = left == 0 ? nil : left
+            if left == 0, inode != UInt64(FUSE_ROOT_ID) { try? fileSystem.releaseHold(inode: inode) }
         }
     }
+
 
     /// The caller of a request: its uid and gid, and (for anyone but root, whose checks do
     /// not look at groups) its supplementary groups. The umask is 0: the kernel has applied
