@@ -57,9 +57,12 @@ final class Scratch {
     }
 
     /// A small volume: 64 MiB NVM, 64 MiB SSD, 128 MiB HDD.
-    var smallMkfs: [String] {
-        ["mkfs", directory, "--nvm", nvm, "--nvm-size", "64M", "--ssd-size", "64M", "--hdd-size", "128M",
-         "--ssd-segment", "1M", "--hdd-segment", "4M", "--log-regions", "4", "--log-size", "1M"]
+    var smallMkfs: [String] { mkfs() }
+
+    /// mkfs with four logs of `logSize`, a 64 MiB SSD and a 128 MiB HDD.
+    func mkfs(nvmSize: String = "64M", logSize: String = "1M") -> [String] {
+        ["mkfs", directory, "--nvm", nvm, "--nvm-size", nvmSize, "--ssd-size", "64M", "--hdd-size", "128M",
+         "--ssd-segment", "1M", "--hdd-segment", "4M", "--log-regions", "4", "--log-size", logSize]
     }
 
     func path(_ name: String) -> String { directory + "/" + name }
