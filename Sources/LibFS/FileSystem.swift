@@ -1764,6 +1764,12 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
         guard name.count <= SetxattrArguments.nameBytesMax else { throw .outOfRange }
         let namespaces = ["user.", "trusted.", "security.", "system."].map { Array($0.utf8) }
         guard namespaces.contains(where: { name.starts(with: $0) && name.count > $0.count }) else { throw .notSupported }
+        // POSIX ACLs are not supported: EOPNOTSUPP, as from a Linux file system without ACLs.
+        // Kept as opaque bytes, an ACL would decide nothing while tools took it as applied:
+        // `cp -a` sets permissions by writing system.posix_acl_access, and its files kept the
+        // restrictive mode they were created with.
+        let acls = ["system.posix_acl_access", "system.posix_acl_default"].map { Array($0.utf8) }
+        guard !acls.contains(name) else { throw .notSupported }
     }
 
     private func requireXattrAccess(_ inode: Inode, _ name: [UInt8], write: Bool) throws(Errno) {
