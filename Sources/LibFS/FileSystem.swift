@@ -763,6 +763,15 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
         // Linux's order: the new name (EEXIST), the parent's permission, then EPERM for a
         // directory.
         try requireCreatable(parent, name, trailingSlash: trailingSlash)
+        // fs.protected_hardlinks, as Linux checks it (may_linkat) when the sysctl is on: who
+        // neither owns the file nor may read and write it cannot link it, nor any special,
+        // set-user-ID or executable set-group-ID file. (Through FUSE the kernel's own check
+        // cannot see Shale's permissions, so Shale makes it.)
+        if protectedHardlinks, !isOwnerOrRoot(inode) {
+            let regular = inode.mode & Inode.typeMask == Inode.typeRegular
+            let setID = inode.mode & 0o4000 != 0 || inode.mode & 0o2010 == 0o2010
+            guard regular, !setID, permits(inode, [.read, .write]) else { throw .notPermitted }
+        }
         try require(parent, [.write, .execute])
         guard !inode.isDirectory else { throw .notPermitted }
         guard inode.linkCount > 0 else { throw .noSuchFileOrDirectory }
@@ -1900,3 +1909,13 @@ struct FileAccess: OptionSet {
     static var write: FileAccess { FileAccess(rawValue: 2) }
     static var execute: FileAccess { FileAccess(rawValue: 1) }
 }
+
+/// Linux's fs.protected_hardlinks, read once: on unless the host turned it off (it is on by
+/// default on every mainstream distribution).
+let protectedHardlinks: Bool = {
+    let fd = open("/proc/sys/fs/protected_hardlinks", O_RDONLY | O_CLOEXEC)
+    guard fd >= 0 else { return true }
+    defer { close(fd) }
+    var byte: UInt8 = 0
+    return read(fd, &byte, 1) != 1 || byte != UInt8(ascii: "0")
+}()
