@@ -1772,6 +1772,8 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
         guard !name.isEmpty else { throw .outOfRange }
         guard name.count <= SetxattrArguments.nameBytesMax else { throw .outOfRange }
         let namespaces = ["user.", "trusted.", "security.", "system."].map { Array($0.utf8) }
+        // A namespace alone ("user.") is EINVAL, as Linux's xattr_resolve_name answers.
+        guard !namespaces.contains(name) else { throw .invalidArgument }
         guard namespaces.contains(where: { name.starts(with: $0) && name.count > $0.count }) else { throw .notSupported }
         // POSIX ACLs are not supported: EOPNOTSUPP, as from a Linux file system without ACLs.
         // Kept as opaque bytes, an ACL would decide nothing while tools took it as applied:
@@ -1830,7 +1832,9 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
         try locked { () throws(Errno) in
             guard value.count <= SetxattrArguments.valueBytesMax else { throw .argListTooLong }
             try awaitLogSpace(Self.smallRecordBytes + value.count)
-            guard flags.isSubset(of: .known), flags != .known else { throw .invalidArgument }
+            // XATTR_CREATE with XATTR_REPLACE is no error in itself: each is checked (EEXIST or
+            // ENODATA), as Linux file systems do.
+            guard flags.isSubset(of: .known) else { throw .invalidArgument }
             try setxattrLocked(try resolve(path, followFinal: followSymlinks), Array(name.utf8), value, flags: flags)
         }
     }
@@ -1841,7 +1845,9 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
         try locked(as: who) { () throws(Errno) in
             guard value.count <= SetxattrArguments.valueBytesMax else { throw .argListTooLong }
             try awaitLogSpace(Self.smallRecordBytes + value.count)
-            guard flags.isSubset(of: .known), flags != .known else { throw .invalidArgument }
+            // XATTR_CREATE with XATTR_REPLACE is no error in itself: each is checked (EEXIST or
+            // ENODATA), as Linux file systems do.
+            guard flags.isSubset(of: .known) else { throw .invalidArgument }
             try setxattrLocked(try liveInode(number), name, value, flags: flags)
         }
     }
