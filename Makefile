@@ -5,7 +5,10 @@ SWIFT        ?= swift
 CONFIG       ?= debug
 BUILD_FLAGS  ?= -c $(CONFIG)
 BIN           = $(shell $(SWIFT) build $(BUILD_FLAGS) --show-bin-path 2>/dev/null)
-DEB_PACKAGES := libfuse3-dev fuse3 libpmem-dev liburing-dev libzstd-dev pkg-config
+# The build's libraries, then the programs the mount tests run on the mount (tar with xz, git,
+# sqlite3, rsync; a missing one fails its test, it is never skipped).
+DEB_PACKAGES := libfuse3-dev fuse3 libpmem-dev liburing-dev libzstd-dev pkg-config \
+                tar xz-utils git sqlite3 rsync
 BENCH_PACKAGES := fio sqlite3 gcc
 DEMO_DIR     ?= /tmp/shale-demo
 

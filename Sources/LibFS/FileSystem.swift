@@ -776,6 +776,15 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
         // Linux's order: the new name (EEXIST), the parent's permission, then EPERM for a
         // directory.
         try requireCreatable(parent, name, trailingSlash: trailingSlash)
+        // fs.protected_hardlinks, as Linux checks it (may_linkat) when the sysctl is on: who
+        // neither owns the file nor may read and write it cannot link it, nor any special,
+        // set-user-ID or executable set-group-ID file. (Through FUSE the kernel's own check
+        // cannot see Shale's permissions, so Shale makes it.)
+        if protectedHardlinks, !isOwnerOrRoot(inode) {
+            let regular = inode.mode & Inode.typeMask == Inode.typeRegular
+            let setID = inode.mode & 0o4000 != 0 || inode.mode & 0o2010 == 0o2010
+            guard regular, !setID, permits(inode, [.read, .write]) else { throw .notPermitted }
+        }
         try require(parent, [.write, .execute])
         guard !inode.isDirectory else { throw .notPermitted }
         guard inode.linkCount > 0 else { throw .noSuchFileOrDirectory }
@@ -1873,7 +1882,15 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
         guard !name.isEmpty else { throw .outOfRange }
         guard name.count <= SetxattrArguments.nameBytesMax else { throw .outOfRange }
         let namespaces = ["user.", "trusted.", "security.", "system."].map { Array($0.utf8) }
+        // A namespace alone ("user.") is EINVAL, as Linux's xattr_resolve_name answers.
+        guard !namespaces.contains(name) else { throw .invalidArgument }
         guard namespaces.contains(where: { name.starts(with: $0) && name.count > $0.count }) else { throw .notSupported }
+        // POSIX ACLs are not supported: EOPNOTSUPP, as from a Linux file system without ACLs.
+        // Kept as opaque bytes, an ACL would decide nothing while tools took it as applied:
+        // `cp -a` sets permissions by writing system.posix_acl_access, and its files kept the
+        // restrictive mode they were created with.
+        let acls = ["system.posix_acl_access", "system.posix_acl_default"].map { Array($0.utf8) }
+        guard !acls.contains(name) else { throw .notSupported }
     }
 
     private func requireXattrAccess(_ inode: Inode, _ name: [UInt8], write: Bool) throws(Errno) {
@@ -1925,7 +1942,9 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
         try locked { () throws(Errno) in
             guard value.count <= SetxattrArguments.valueBytesMax else { throw .argListTooLong }
             try awaitLogSpace(Self.smallRecordBytes + value.count)
-            guard flags.isSubset(of: .known), flags != .known else { throw .invalidArgument }
+            // XATTR_CREATE with XATTR_REPLACE is no error in itself: each is checked (EEXIST or
+            // ENODATA), as Linux file systems do.
+            guard flags.isSubset(of: .known) else { throw .invalidArgument }
             try setxattrLocked(try resolve(path, followFinal: followSymlinks), Array(name.utf8), value, flags: flags)
         }
     }
@@ -1936,7 +1955,9 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
         try locked(as: who) { () throws(Errno) in
             guard value.count <= SetxattrArguments.valueBytesMax else { throw .argListTooLong }
             try awaitLogSpace(Self.smallRecordBytes + value.count)
-            guard flags.isSubset(of: .known), flags != .known else { throw .invalidArgument }
+            // XATTR_CREATE with XATTR_REPLACE is no error in itself: each is checked (EEXIST or
+            // ENODATA), as Linux file systems do.
+            guard flags.isSubset(of: .known) else { throw .invalidArgument }
             try setxattrLocked(try liveInode(number), name, value, flags: flags)
         }
     }
@@ -2004,3 +2025,13 @@ struct FileAccess: OptionSet {
     static var write: FileAccess { FileAccess(rawValue: 2) }
     static var execute: FileAccess { FileAccess(rawValue: 1) }
 }
+
+/// Linux's fs.protected_hardlinks, read once: on unless the host turned it off (it is on by
+/// default on every mainstream distribution).
+let protectedHardlinks: Bool = {
+    let fd = open("/proc/sys/fs/protected_hardlinks", O_RDONLY | O_CLOEXEC)
+    guard fd >= 0 else { return true }
+    defer { close(fd) }
+    var byte: UInt8 = 0
+    return read(fd, &byte, 1) != 1 || byte != UInt8(ascii: "0")
+}()

@@ -71,8 +71,14 @@ extension FUSEServer {
     // MARK: - Files
 
     func open(_ inode: UInt64, _ info: UnsafeMutablePointer<fuse_file_info>, as caller: Credentials) throws(Errno) -> Reply {
-        .opened(try fileSystem.open(inode: inode, OpenFlags(rawValue: info.pointee.flags), as: caller), info)
+        // execve opens with __FMODE_EXEC (0x20). Without default_permissions the kernel only
+        // checks that some execute bit is set: whether this caller may execute is Shale's to say.
+        if info.pointee.flags & Self.openForExec != 0 { try fileSystem.access(inode: inode, 1 /* X_OK */, as: caller) }
+        return .opened(try fileSystem.open(inode: inode, OpenFlags(rawValue: info.pointee.flags & ~Self.openForExec), as: caller), info)
     }
+
+    /// __FMODE_EXEC, the flag the kernel's open request carries for execve.
+    static var openForExec: Int32 { 0x20 }
 
     func create(_ parent: UInt64, _ name: [UInt8], mode: UInt32, _ info: UnsafeMutablePointer<fuse_file_info>,
                 as caller: Credentials) throws(Errno) -> Reply {

@@ -10,8 +10,11 @@ import Testing
 import Glibc
 #endif
 
-@Suite(.serialized, .enabled(if: canMount, "needs root and /dev/fuse"))
-struct MountHelperTests {
+extension MountSuites {
+    @Suite struct MountHelperTests {}
+}
+
+extension MountSuites.MountHelperTests {
     /// /sbin/mount.fuse.shale pointing at the built binary for the test's duration.
     private final class HelperLink {
         static let path = "/sbin/mount.fuse.shale"

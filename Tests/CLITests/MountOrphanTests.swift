@@ -11,8 +11,11 @@ import Testing
 import Glibc
 #endif
 
-@Suite(.serialized, .enabled(if: canMount, "needs root and /dev/fuse"))
-struct MountOrphanTests {
+extension MountSuites {
+    @Suite struct MountOrphanTests {}
+}
+
+extension MountSuites.MountOrphanTests {
     @Test func aRemovedCurrentDirectoryStaysAnOrphanUntilTheKernelLetsGo() throws {
         let fixture = try MountFixture()
         let point = fixture.newMountPoint()

@@ -10,8 +10,11 @@ import Testing
 import Glibc
 #endif
 
-@Suite(.serialized, .enabled(if: canMount, "needs root and /dev/fuse"))
-struct MountReaddirPlusTests {
+extension MountSuites {
+    @Suite struct MountReaddirPlusTests {}
+}
+
+extension MountSuites.MountReaddirPlusTests {
     @Test func listingsWithAttributesComeFromReaddirplusAndShowEveryEntry() throws {
         let fixture = try MountFixture()
         let point = fixture.newMountPoint()

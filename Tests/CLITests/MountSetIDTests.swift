@@ -9,8 +9,11 @@ import Testing
 import Glibc
 #endif
 
-@Suite(.serialized, .enabled(if: canMount, "needs root and /dev/fuse"))
-struct MountSetIDTests {
+extension MountSuites {
+    @Suite struct MountSetIDTests {}
+}
+
+extension MountSuites.MountSetIDTests {
     @Test func anUnprivilegedWriterDropsSetIDBitsAndRootKeepsThem() throws {
         let fixture = try MountFixture()
         let point = fixture.newMountPoint()

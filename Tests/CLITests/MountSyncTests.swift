@@ -10,8 +10,11 @@ import Testing
 import Glibc
 #endif
 
-@Suite(.serialized, .enabled(if: canMount, "needs root and /dev/fuse"))
-struct MountSyncTests {
+extension MountSuites {
+    @Suite struct MountSyncTests {}
+}
+
+extension MountSuites.MountSyncTests {
     @Test func syncCallsSucceedAndCostOneRequestEachAtMost() throws {
         let fixture = try MountFixture()
         let point = fixture.newMountPoint()

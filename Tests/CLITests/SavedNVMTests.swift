@@ -10,8 +10,11 @@ import Testing
 import Glibc
 #endif
 
-@Suite(.serialized, .enabled(if: canMount, "needs root and /dev/fuse"))
-struct SavedNVMTests {
+extension MountSuites {
+    @Suite struct SavedNVMTests {}
+}
+
+extension MountSuites.SavedNVMTests {
     private func saved(_ fixture: MountFixture) -> String { fixture.scratch.path("shale.nvm.saved") }
     private func marker(_ fixture: MountFixture) -> String { fixture.scratch.path("shale.nvm.mounted") }
 
