@@ -411,14 +411,19 @@ public final class ExtentMap<NVM: PersistentMemory> {
         case let .tree(root, depth):
             try edit(root, level: depth, nodeRange: Self.everything, range, lowersKeys, body)
             if nodes[root]!.isEmpty {
-                removed.append(root)
-                nodes[root] = nil
-                dirty.remove(root)
-                fresh.remove(root)
-                blockDelta -= 1
+                drop(root)
                 shape = .inline([])
             }
         }
+    }
+
+    /// An emptied node leaves the tree: its block is freed when the map is stored.
+    private func drop(_ block: UInt64) {
+        removed.append(block)
+        nodes[block] = nil
+        dirty.remove(block)
+        fresh.remove(block)
+        blockDelta -= 1
     }
 
     private func edit(_ block: UInt64, level: Int, nodeRange: Range<UInt64>, _ range: Range<UInt64>, _ lowersKeys: Bool,
@@ -450,11 +455,7 @@ public final class ExtentMap<NVM: PersistentMemory> {
             let childRange = Self.range(ofChild: index, in: current.children, within: nodeRange)
             try edit(child, level: level - 1, nodeRange: childRange, range, lowersKeys, body)
             if nodes[child]!.isEmpty {
-                removed.append(child)
-                nodes[child] = nil
-                dirty.remove(child)
-                fresh.remove(child)
-                blockDelta -= 1
+                drop(child)
                 current.children.remove(at: index)
                 changed = true
             }

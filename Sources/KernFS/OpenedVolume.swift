@@ -47,7 +47,10 @@ extension VolumeFiles {
 
     /// Opens the volume at `location`. With `repair`, a damaged superblock copy is rewritten;
     /// that needs the exclusive lock, so a volume in use elsewhere is opened read-only.
-    public static func open(_ location: String, repair: Bool) throws(VolumeError) -> OpenedVolume {
+    /// The manifest of `location`, read and decoded, with its devices' paths made absolute
+    /// (relative ones are relative to the manifest's directory).
+    public static func readManifest(_ location: String) throws(VolumeError)
+        -> (path: String, manifest: VolumeManifest, devices: [(tier: Tier, path: String)]) {
         let manifestPath = try manifestPath(for: location)
         let directory = HostFiles.parentDirectory(of: manifestPath)
         let text = try VolumeError.wrap { () throws(MediaError) in try HostFiles.read(manifestPath, limitBytes: 64 * 1024) }
@@ -60,6 +63,11 @@ extension VolumeFiles {
         let paths = manifest.devices.map { device in
             (tier: device.tier, path: device.path.hasPrefix("/") ? device.path : directory + "/" + device.path)
         }
+        return (manifestPath, manifest, paths)
+    }
+
+    public static func open(_ location: String, repair: Bool) throws(VolumeError) -> OpenedVolume {
+        let (manifestPath, manifest, paths) = try readManifest(location)
         let nvmPath = paths.first { $0.tier == .nvm }!.path
         guard HostFiles.kind(of: nvmPath) != .missing else {
             throw .missingDevice(tier: .nvm, reason: "\(nvmPath) does not exist. Emulated NVM lives in RAM and does not survive a reboot; "

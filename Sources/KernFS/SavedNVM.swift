@@ -30,19 +30,10 @@ public enum SavedNVM {
     }
 
     public static func paths(volume location: String) throws(VolumeError) -> Paths {
-        let manifestPath = try VolumeFiles.manifestPath(for: location)
+        let (manifestPath, manifest, devices) = try VolumeFiles.readManifest(location)
         let directory = HostFiles.parentDirectory(of: manifestPath)
-        let text = try VolumeError.wrap { () throws(MediaError) in try HostFiles.read(manifestPath, limitBytes: 64 * 1024) }
-        let manifest: VolumeManifest
-        do {
-            manifest = try VolumeManifest.decode(String(decoding: text, as: UTF8.self))
-        } catch {
-            throw .format(error, location: manifestPath)
-        }
-        let recorded = manifest.path(.nvm) ?? ""
-        let nvm = recorded.hasPrefix("/") ? recorded : directory + "/" + recorded
-        return Paths(nvm: nvm, saved: directory + "/" + fileName, marker: directory + "/" + mountedMarkerName,
-                     volumeID: manifest.volumeID)
+        return Paths(nvm: devices.first { $0.tier == .nvm }?.path ?? "", saved: directory + "/" + fileName,
+                     marker: directory + "/" + mountedMarkerName, volumeID: manifest.volumeID)
     }
 
     /// What a save wrote.

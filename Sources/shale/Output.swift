@@ -3,6 +3,7 @@
 
 import ArgumentParser
 import Glibc
+import ShaleMedia
 
 enum Output {
     static func line(_ text: String = "") { write(1, text + "\n") }
@@ -29,14 +30,7 @@ enum Output {
     }
 
     /// "2026-11-25 13:56:01 UTC".
-    static func utc(_ seconds: Int64) -> String {
-        var time = time_t(seconds)
-        var parts = tm()
-        guard gmtime_r(&time, &parts) != nil else { return "\(seconds)" }
-        var buffer = [CChar](repeating: 0, count: 64)
-        let count = strftime(&buffer, buffer.count, "%Y-%m-%d %H:%M:%S UTC", &parts)
-        return String(decoding: buffer[0 ..< count].map { UInt8(bitPattern: $0) }, as: UTF8.self)
-    }
+    static func utc(_ seconds: Int64) -> String { HostFiles.describeTime(seconds) }
 
     /// Left-aligned columns.
     static func table(_ rows: [[String]], indent: String = "  ") -> [String] {
