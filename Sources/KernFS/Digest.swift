@@ -656,7 +656,15 @@ public final class Digester<NVM: PersistentMemory>: @unchecked Sendable {
                 batch.lookahead = []
                 if planned.count > 1 {
                     do {
-                        batch.reserve = try allocateBlocks(UInt64(planned.count), transaction)
+                        let runs = try allocateRuns(UInt64(planned.count), transaction)
+                        // The run's new blocks are about to be filled: map their pages in one
+                        // call rather than fault them one store at a time (emulated NVM's
+                        // 4 KiB pages; a no-op on media with nothing to map).
+                        for run in runs where !run.isEmpty {
+                            let start = Int(allocator.nvmOffset(ofBlock: run.lowerBound))
+                            nvm.prefault(offset: start, count: run.count * Int(Self.blockBytes))
+                        }
+                        batch.reserve = runs.flatMap { Array($0) }
                     } catch let error as DigestError {
                         // Not room for the whole run: its writes allocate one by one.
                         guard case .noSpace = error else { throw error }
