@@ -1193,23 +1193,24 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
     }
 
     /// Frees the dying orphans whose every record is digested (`tailSequence` past them).
+    /// They were queued in log order, so this visits only those it frees (an `rm -rf` queues
+    /// one per file; every digest batch comes here).
     private func freeDyingOrphans() {
-        guard !dyingOrphans.isEmpty else { return }
-        var kept: [(inode: UInt64, sequence: UInt64)] = []
-        for orphan in dyingOrphans {
-            guard orphan.sequence <= log.tailSequence, openCounts[orphan.inode] == nil else {
-                kept.append(orphan)
-                continue
-            }
-            if announcedOpen.remove(orphan.inode) != nil { kernel.setOpen(orphan.inode, false) }
+        var done = 0
+        while done < dyingOrphans.count, dyingOrphans[done].sequence <= log.tailSequence {
+            let number = dyingOrphans[done].inode
+            done += 1
+            // Held or opened again meanwhile: its next release queues it again.
+            guard openCounts[number] == nil else { continue }
+            if announcedOpen.remove(number) != nil { kernel.setOpen(number, false) }
             do {
-                try kernel.releaseOrphan(orphan.inode)
+                try kernel.releaseOrphan(number)
             } catch {
                 // Left for recovery to free (an orphan with no links and no holder).
-                report("could not free orphan inode \(orphan.inode): \(error)")
+                report("could not free orphan inode \(number): \(error)")
             }
         }
-        dyingOrphans = kept
+        if done > 0 { dyingOrphans.removeFirst(done) }
     }
 
     /// A front end (the FUSE server) holds inode `number` the way an open handle does: while

@@ -8,6 +8,7 @@
 // The seed is printed; SHALE_CRASH_SEED=N repeats a run.
 
 import Foundation
+import ShaleMedia
 import Testing
 
 #if canImport(Glibc)
@@ -16,18 +17,6 @@ import Glibc
 
 extension MountSuites {
     @Suite struct MountCrashTests {}
-}
-
-/// SplitMix64: a small seeded generator, so that a printed seed repeats a run.
-private struct SeededGenerator: RandomNumberGenerator {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
 }
 
 /// Records go round 8,192 slots of 512 bytes (a 4 MiB file), so rounds overwrite each other's.
@@ -68,7 +57,7 @@ extension MountSuites.MountCrashTests {
     func everyAnsweredOperationSurvivesTheDaemonKilledAtRandomMoments() throws {
         let seed = ProcessInfo.processInfo.environment["SHALE_CRASH_SEED"].flatMap { UInt64($0) } ?? UInt64.random(in: 0 ... .max)
         print("MountCrashTests: seed \(seed) (SHALE_CRASH_SEED=\(seed) repeats the kill times)")
-        var random = SeededGenerator(state: seed)
+        var random = SplitMix64(seed: seed)  // ShaleMedia: a printed seed repeats a run
         let fixture = try MountFixture(watchdogSeconds: 170)
         let point = fixture.newMountPoint()
         let ack = fixture.scratch.directory + "/acks"
