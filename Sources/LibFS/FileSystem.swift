@@ -557,16 +557,19 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
 
     /// ENOSPC before logging, never after: the blocks undigested records may need, plus
     /// `blocks`, must fit the shared area's free blocks less a reserve for metadata.
-    private func requireBlocks(_ blocks: UInt64) throws(Errno) {
+    /// Returns true when it had to digest (the pending tables changed).
+    @discardableResult
+    private func requireBlocks(_ blocks: UInt64) throws(Errno) -> Bool {
         func fits() -> Bool {
             let demand = pending.pendingBlocks + blocks + reservedBlocks
             return demand <= sharedFreeBlocks
         }
-        if fits() { return }
+        if fits() { return false }
         // The estimate counts overwrites as new blocks; digesting makes it exact.
         try digestToEnd()
         sharedFreeBlocks = kernel.statistics().freeBlocks
         guard fits() else { throw .noSpace }
+        return true
     }
 
     private static func blockSpan(_ offset: UInt64, _ count: UInt64) -> UInt64 {
@@ -1345,15 +1348,27 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
     private func writeLocked(_ file: OpenFile, _ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws(Errno) -> Int {
         guard file.flags.writable else { throw .badFileDescriptor }
         guard !file.isDirectory else { throw .isDirectory }
-        var inode = try existingInode(file.inode)
-        guard inode.mode & Inode.typeMask == Inode.typeRegular else { throw .invalidArgument }
+        // The hot path of every write: the pending inode is read and edited where it is (one
+        // hash lookup, no copy of the inode and its mapping), the shared one fetched only
+        // when the log holds none.
+        let number = file.inode
+        var slot = pending.inodes.index(forKey: number)
+        // (Read through an inout access: the getter would copy the entry, arrays and all.)
+        let mode = if let slot { Self.peek(&pending.inodes.values[slot]) { $0.inode.mode } } else { try existingInode(number).mode }
+        guard mode & Inode.typeMask == Inode.typeRegular else { throw .invalidArgument }
         guard bytes.count > 0 else { return 0 }
         guard offset < Self.fileBytesMax else { throw .fileTooLarge }
         let count = Int(min(UInt64(min(bytes.count, writeBytesMax)), Self.fileBytesMax - offset))
         let chunk = UnsafeRawBufferPointer(rebasing: bytes[0 ..< count])
         let blocks = Self.blockSpan(offset, UInt64(count))
-        try requireBlocks(blocks)
-        inode = try droppingSetID(inode)
+        var changed = try requireBlocks(blocks)
+        if mode & 0o6000 != 0 {
+            _ = try droppingSetID(try existingInode(number))
+            changed = true
+        }
+        // A digest (to make room) or the set-id record changed the pending table.
+        if changed { slot = pending.inodes.index(forKey: number) }
+        let shared: Inode? = slot == nil ? try existingInode(number) : nil
         let time = Self.now()
         let source: UInt64
         let sequence: UInt64
@@ -1362,14 +1377,14 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
                 // Small: the bytes travel inside the payload (one compact record).
                 sequence = try log.append(.write, payloadBytes: WriteArguments.fixedBytes + count,
                                           data: UnsafeRawBufferPointer(start: nil, count: 0)) { buffer in
-                    WriteArguments.encodePayload(inode: inode.number, offset: offset, length: UInt32(count), time: time,
+                    WriteArguments.encodePayload(inode: number, offset: offset, length: UInt32(count), time: time,
                                                  inline: chunk, into: buffer)
                 }
                 source = grant.regionOffset + log.lastPayloadOffset + UInt64(WriteArguments.fixedBytes)
             } else {
                 // Bulk: block-aligned data after the payload.
                 sequence = try log.append(.write, payloadBytes: WriteArguments.fixedBytes, data: chunk) { buffer in
-                    WriteArguments.encodePayload(inode: inode.number, offset: offset, length: UInt32(count), time: time,
+                    WriteArguments.encodePayload(inode: number, offset: offset, length: UInt32(count), time: time,
                                                  inline: UnsafeRawBufferPointer(start: nil, count: 0), into: buffer)
                 }
                 source = grant.regionOffset + log.lastDataOffset
@@ -1377,22 +1392,30 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
         } catch {
             throw .ioError
         }
-        pending.touched(.data(inode.number), sequence)
-        pending.data[inode.number, default: DataIndex()].insert(
-            DataPiece(start: offset, end: offset + UInt64(count), source: source, sequence: sequence))
+        // One touch covers the data index and the inode (pruning drops both by sequence).
+        pending.touched(.write(number), sequence)
         let end = offset + UInt64(count)
-        if let index = pending.inodes.index(forKey: inode.number) {
-            // A write changes only the size, the times and the block count: edit the pending
-            // inode where it is (no copy out and back, one hash lookup).
-            pending.touched(.inode(inode.number), sequence)
-            pending.inodes.values[index].sequence = sequence
-            Self.applyWrite(to: &pending.inodes.values[index].inode, end: end, time: time, blocks: blocks)
+        let piece = DataPiece(start: offset, end: end, source: source, sequence: sequence)
+        if let index = pending.data.index(forKey: number) {
+            pending.data.values[index].insert(piece)
         } else {
+            pending.data[number] = pending.newDataIndex(piece)
+        }
+        if let slot {
+            pending.inodes.values[slot].sequence = sequence
+            Self.applyWrite(to: &pending.inodes.values[slot].inode, end: end, time: time, blocks: blocks)
+        } else if var inode = shared {
             Self.applyWrite(to: &inode, end: end, time: time, blocks: blocks)
-            setPending(inode, sequence)
+            pending.inodes[number] = PendingInode(inode: inode, sequence: sequence)
         }
         pending.demand(blocks, sequence: sequence)
         return count
+    }
+
+    /// `body` over `value` in place (an inout access reads a dictionary's entry where it is).
+    @inline(__always)
+    private static func peek<Value, Result>(_ value: inout Value, _ body: (inout Value) -> Result) -> Result {
+        body(&value)
     }
 
     /// What a write record does to its inode (the digest applies the same).

@@ -89,8 +89,20 @@ public final class OperationLog<NVM: PersistentMemory>: @unchecked Sendable {
     public private(set) var lastPayloadOffset: UInt64 = 0
     public private(set) var lastDataOffset: UInt64 = 0
 
-    /// Header and payload are assembled here, then stored with one copy.
+    /// Header and payload are assembled here, then stored with one copy: at `lineBytes`
+    /// past its start when records are streamed (room for the head line's earlier bytes).
     private let scratch: UnsafeMutableRawBufferPointer
+    /// Records are written as whole cache lines (`PersistentMemory.streamLines`) when the
+    /// region is line-aligned: nothing is read in from memory and nothing left to flush.
+    /// A record that starts inside a line rewrites the line's earlier bytes, the previous
+    /// record's tail, with the values they already hold (`headLine`); a torn rewrite of equal
+    /// bytes leaves them equal, so a committed record is never at risk. The rest of a record's
+    /// last line is free space and is written as zeros (the space check counts it).
+    private let streams: Bool
+    /// The bytes of the line holding `head` that precede it, as NVM holds them (the
+    /// previous record's tail; zeros where it left padding).
+    private let headLine: UnsafeMutableRawBufferPointer
+    private static var lineBytes: Int { 64 }
 
     public init(nvm: NVM, grant: LogGrant) {
         precondition(grant.regionBytes >= LogRegionDescriptor.regionBytesMin && grant.regionBytes % 8 == 0)
@@ -107,13 +119,25 @@ public final class OperationLog<NVM: PersistentMemory>: @unchecked Sendable {
         tail = start
         nextSequence = grant.startSequence
         tailSequence = grant.startSequence
-        scratch = .allocate(byteCount: LogRecordHeader.encodedBytes + Self.payloadBytesMax, alignment: 64)
+        scratch = .allocate(byteCount: Self.lineBytes + LogRecordHeader.encodedBytes + Self.payloadBytesMax + Self.lineBytes,
+                            alignment: Self.lineBytes)
+        streams = regionBase % Self.lineBytes == 0 && regionBytes % UInt64(Self.lineBytes) == 0
+        headLine = .allocate(byteCount: Self.lineBytes, alignment: Self.lineBytes)
+        headLine.initializeMemory(as: UInt8.self, repeating: 0)
+        let inLine = Int(start) % Self.lineBytes
+        if streams, inLine > 0 {
+            // Resuming inside a line: its earlier bytes are a record that is already there.
+            headLine.copyMemory(from: UnsafeRawBufferPointer(start: nvm.baseAddress + regionBase + Int(start) - inLine, count: inLine))
+        }
         // Every append stores into this region: map its pages now, not one fault per page on
         // the first lap (on the emulated NVM's 4 KiB pages a fault costs more than a record).
         nvm.prefault(offset: regionBase, count: Int(regionBytes))
     }
 
-    deinit { scratch.deallocate() }
+    deinit {
+        scratch.deallocate()
+        headLine.deallocate()
+    }
 
     public var capacityBytes: UInt64 { regionBytes }
     public var freeBytes: UInt64 { regionBytes - usedBytes }
@@ -136,7 +160,9 @@ public final class OperationLog<NVM: PersistentMemory>: @unchecked Sendable {
             parts = LogRecordHeader.extent(at: 0, payloadBytes: UInt32(payloadBytes), dataBytes: UInt32(data.count))
             guard parts.end <= regionBytes else { throw .tooLarge(recordBytes: parts.end, regionBytes: regionBytes) }
         }
-        let needed = padding + (parts.end - start)
+        // Streamed, a small record's last line is written whole: its free rest must be free.
+        let written = streams && data.count == 0 ? Self.lineAligned(parts.end) : parts.end
+        let needed = padding + (written - start)
         guard needed <= freeBytes else { throw .full(neededBytes: needed, freeBytes: freeBytes) }
 
         if padding > 0 {
@@ -157,7 +183,12 @@ public final class OperationLog<NVM: PersistentMemory>: @unchecked Sendable {
             head = 0
         }
 
-        let payload = UnsafeMutableRawBufferPointer(rebasing: scratch[LogRecordHeader.encodedBytes ..< LogRecordHeader.encodedBytes + payloadBytes])
+        // The record is assembled at `at` in the scratch buffer: after the head line's
+        // earlier bytes when streamed.
+        let inLine = streams ? Int(start) % Self.lineBytes : 0
+        let at = Self.lineBytes
+        let recordBytes = LogRecordHeader.encodedBytes + payloadBytes
+        let payload = UnsafeMutableRawBufferPointer(rebasing: scratch[at + LogRecordHeader.encodedBytes ..< at + recordBytes])
         encodePayload(payload)
         // The body checksum (LogRecordHeader.bodyChecksum: payload, then data) continues over
         // the data as it is copied, so the data is read once.
@@ -170,9 +201,20 @@ public final class OperationLog<NVM: PersistentMemory>: @unchecked Sendable {
         // Durable point 2: header and payload, flushed but not yet fenced.
         let header = LogRecordHeader(sequence: nextSequence, epoch: epochLow, type: type,
                                      payloadBytes: UInt32(payloadBytes), dataBytes: UInt32(data.count), bodyCRC: bodyCRC)
-        header.encode(into: scratch, seed: seed)
-        let record = UnsafeRawBufferPointer(rebasing: scratch[0 ..< LogRecordHeader.encodedBytes + payloadBytes])
-        nvm.storeFlush(record, at: regionBase + Int(start))
+        header.encode(into: UnsafeMutableRawBufferPointer(rebasing: scratch[at...]), seed: seed)
+        if streams {
+            // The head line's earlier bytes, the record, zeros to the end of its last line
+            // (for a bulk record, padding before its block-aligned data).
+            let lineStart = at - inLine
+            let lineEnd = lineStart + Self.lineAligned(inLine + recordBytes)
+            scratch.baseAddress!.advanced(by: lineStart).copyMemory(from: headLine.baseAddress!, byteCount: inLine)
+            scratch.baseAddress!.advanced(by: at + recordBytes).initializeMemory(as: UInt8.self, repeating: 0,
+                                                                                 count: lineEnd - at - recordBytes)
+            nvm.streamLines(UnsafeRawBufferPointer(rebasing: scratch[lineStart ..< lineEnd]), at: regionBase + Int(start) - inLine)
+            rememberHeadLine(recordEnd: parts.end, lineEnd: lineEnd, data: data)
+        } else {
+            nvm.storeFlush(UnsafeRawBufferPointer(rebasing: scratch[at ..< at + recordBytes]), at: regionBase + Int(start))
+        }
         // Commit point: one fence makes data, payload and header durable together.
         nvm.fence()
 
@@ -213,6 +255,28 @@ public final class OperationLog<NVM: PersistentMemory>: @unchecked Sendable {
             }
         }
         return try result.get()
+    }
+
+    @inline(__always)
+    private static func lineAligned<T: BinaryInteger>(_ value: T) -> T {
+        (value + T(lineBytes) - 1) / T(lineBytes) * T(lineBytes)
+    }
+
+    /// Keeps the bytes before the next record's start in its line (`end`: the record's end;
+    /// `lineEnd`: where its streamed header and payload end in the scratch buffer).
+    @inline(__always)
+    private func rememberHeadLine(recordEnd end: UInt64, lineEnd: Int, data: UnsafeRawBufferPointer) {
+        let inLine = Int(end) % Self.lineBytes
+        guard inLine > 0 else { return }
+        if data.count == 0 {
+            // The record's own last line, as just streamed.
+            headLine.copyMemory(from: UnsafeRawBufferPointer(rebasing: scratch[lineEnd - Self.lineBytes ..< lineEnd]))
+        } else {
+            // The data's last bytes, then the padding to the 8-byte aligned end (never read).
+            let dataInLine = data.count % Self.lineBytes
+            headLine.initializeMemory(as: UInt8.self, repeating: 0)
+            headLine.baseAddress!.copyMemory(from: data.baseAddress! + data.count - dataInLine, byteCount: dataInLine)
+        }
     }
 
     /// KernFS has durably digested every record before (`offset`, `sequence`) (its digest

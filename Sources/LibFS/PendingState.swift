@@ -33,21 +33,207 @@ struct DataPiece: Equatable {
     }
 }
 
-/// Sorted, non-overlapping pieces of one file, kept in chunks of a few dozen: an insert in
-/// the middle (a random write) shifts one chunk, not every piece pending for the file (a
-/// 64 MiB log holds thousands of 4 KiB writes to one file).
+/// One log-written block of a file in a `BlockLeaf`: where its bytes are in NVM (0: none;
+/// NVM offset 0 is the superblock, never log data) and the record that wrote them.
+struct BlockSlot {
+    var source: UInt64 = 0
+    var sequence: UInt64 = 0
+}
+
+/// `BlockLeaf.blocks` consecutive blocks of a file, inline (1 KiB: what a random write
+/// touches is one cache line of it, not a hash table bucket scattered over a megabyte).
+struct BlockLeaf {
+    static var blocks: UInt64 { 64 }
+    /// First block / `blocks`.
+    let number: UInt64
+    private(set) var count = 0
+    private(set) var slots = InlineArray<64, BlockSlot>(repeating: BlockSlot())
+
+    init(number: UInt64) { self.number = number }
+
+    mutating func put(_ slot: Int, _ value: BlockSlot) {
+        if slots[slot].source == 0 { count += 1 }
+        slots[slot] = value
+    }
+
+    mutating func remove(_ slot: Int) -> BlockSlot? {
+        let value = slots[slot]
+        guard value.source != 0 else { return nil }
+        slots[slot] = BlockSlot()
+        count -= 1
+        return value
+    }
+
+    /// Drops slots written before `sequence`.
+    mutating func prune(before sequence: UInt64) {
+        for slot in 0 ..< Int(Self.blocks) where slots[slot].source != 0 && slots[slot].sequence < sequence {
+            slots[slot] = BlockSlot()
+            count -= 1
+        }
+    }
+}
+
+/// The pieces of one file the log determines: sorted, non-overlapping, byte-accurate. Two
+/// parts that never overlap each other:
+/// - the block leaves: pieces that are exactly one aligned block, in leaves of 64
+///   consecutive blocks found by leaf number. A random 4 KiB overwrite (the commonest write
+///   of a database or an image) is one small-table lookup and one slot store however many
+///   writes are pending for the file;
+/// - the spans: every other piece (partial blocks, multi-block writes, zeroed ranges), in
+///   chunks of a few dozen, so an insert in the middle shifts one chunk, not every piece
+///   pending for the file (a 64 MiB log holds thousands of writes to one file).
+/// A span laid over block pieces evicts them (their parts outside it become spans).
 struct DataIndex {
     /// No chunk is empty; every piece of a chunk ends before the next chunk's first starts.
     private var chunks: [[DataPiece]] = []
     /// The end of each chunk's last piece (searched without touching the chunks).
     private var ends: [UInt64] = []
+    /// Leaves holding at least one block piece, in no order; `leafPositions` finds them.
+    private var leaves: [BlockLeaf] = []
+    private var leafPositions: [UInt64: Int] = [:]
     /// Pieces per chunk: a chunk that grows past twice this is split in two.
     private static var chunkTarget: Int { 16 }
+    private static var blockBytes: UInt64 { UInt64(Format.blockBytes) }
 
-    var isEmpty: Bool { chunks.isEmpty }
+    var isEmpty: Bool { chunks.isEmpty && leaves.isEmpty }
 
     /// Every piece, in order.
-    var pieces: [DataPiece] { Array(chunks.joined()) }
+    var pieces: [DataPiece] {
+        let spans = Array(chunks.joined())
+        guard !leaves.isEmpty else { return spans }
+        return Self.merge(spans, blockPieces(in: 0 ..< UInt64.max))
+    }
+
+    /// Lays `piece` over whatever it overlaps.
+    mutating func insert(_ piece: DataPiece) {
+        guard piece.start < piece.end else { return }
+        if !piece.isZeros, piece.source != 0, piece.start % Self.blockBytes == 0, piece.end - piece.start == Self.blockBytes,
+           !spansOverlap(piece.start ..< piece.end) {
+            let (leaf, slot) = (piece.start / Self.blockBytes).quotientAndRemainder(dividingBy: BlockLeaf.blocks)
+            let value = BlockSlot(source: piece.source, sequence: piece.sequence)
+            if let position = leafPositions[leaf] {
+                leaves[position].put(Int(slot), value)
+            } else {
+                var new = BlockLeaf(number: leaf)
+                new.put(Int(slot), value)
+                leafPositions[leaf] = leaves.count
+                leaves.append(new)
+            }
+            return
+        }
+        if !leaves.isEmpty {
+            // The block pieces under the span go; what sticks out of it (in its first and
+            // last block only) becomes spans, which overlap nothing.
+            for evicted in evictBlocks(in: piece.start ..< piece.end) {
+                if evicted.start < piece.start, let left = evicted.clipped(to: evicted.start ..< piece.start) { insertSpan(left) }
+                if piece.end < evicted.end, let right = evicted.clipped(to: piece.end ..< evicted.end) { insertSpan(right) }
+            }
+        }
+        insertSpan(piece)
+    }
+
+    /// The pieces overlapping `range`, clipped to it.
+    func pieces(in range: Range<UInt64>) -> [DataPiece] {
+        let spans = spanPieces(in: range)
+        guard !leaves.isEmpty, range.lowerBound < range.upperBound else { return spans }
+        let inBlocks = blockPieces(in: range)
+        return spans.isEmpty ? inBlocks : Self.merge(spans, inBlocks)
+    }
+
+    /// Drops pieces written by records before `sequence` (digested).
+    mutating func prune(before sequence: UInt64) {
+        if !leaves.isEmpty {
+            for position in leaves.indices { leaves[position].prune(before: sequence) }
+            if leaves.contains(where: { $0.count == 0 }) {
+                leaves.removeAll { $0.count == 0 }
+                leafPositions.removeAll(keepingCapacity: true)
+                for (position, leaf) in leaves.enumerated() { leafPositions[leaf.number] = position }
+            }
+        }
+        guard !chunks.isEmpty else { return }
+        var remaining = 0
+        for index in chunks.indices {
+            chunks[index].removeAll { $0.sequence < sequence }
+            remaining += chunks[index].count
+        }
+        chunks.removeAll { $0.isEmpty }
+        // Pruning leaves small chunks behind: regroup when they are mostly small.
+        if chunks.count > 1, remaining < chunks.count * Self.chunkTarget / 4 {
+            chunks = Self.cut(Array(chunks.joined()))
+        }
+        ends = chunks.map { $0[$0.count - 1].end }
+    }
+
+    // MARK: Block pieces
+
+    /// Positions of the leaves that may hold blocks of `range` (not empty), by leaf number.
+    private func positionsOfLeaves(covering range: Range<UInt64>) -> [Int] {
+        let first = range.lowerBound / Self.blockBytes / BlockLeaf.blocks
+        let last = (range.upperBound - 1) / Self.blockBytes / BlockLeaf.blocks
+        if last - first < UInt64(leaves.count) {
+            return (first ... last).compactMap { leafPositions[$0] }
+        }
+        // A range wider than the leaves (a truncate, a whole-file read): visit the leaves.
+        return leaves.indices.filter { leaves[$0].number >= first && leaves[$0].number <= last }
+            .sorted { leaves[$0].number < leaves[$1].number }
+    }
+
+    /// The block pieces overlapping `range`, clipped to it, in order.
+    private func blockPieces(in range: Range<UInt64>) -> [DataPiece] {
+        var result: [DataPiece] = []
+        for position in positionsOfLeaves(covering: range) {
+            let firstBlock = leaves[position].number * BlockLeaf.blocks
+            for slot in 0 ..< Int(BlockLeaf.blocks) {
+                let value = leaves[position].slots[slot]
+                guard value.source != 0 else { continue }
+                let start = (firstBlock + UInt64(slot)) * Self.blockBytes
+                let piece = DataPiece(start: start, end: start + Self.blockBytes, source: value.source, sequence: value.sequence)
+                if let clipped = piece.clipped(to: range) { result.append(clipped) }
+            }
+        }
+        return result
+    }
+
+    /// Removes and returns the block pieces overlapping `range`.
+    private mutating func evictBlocks(in range: Range<UInt64>) -> [DataPiece] {
+        var evicted: [DataPiece] = []
+        let numbers = positionsOfLeaves(covering: range).map { leaves[$0].number }
+        for number in numbers {
+            let position = leafPositions[number]!
+            let firstBlock = number * BlockLeaf.blocks
+            for slot in 0 ..< Int(BlockLeaf.blocks) {
+                let start = (firstBlock + UInt64(slot)) * Self.blockBytes
+                guard start < range.upperBound, start + Self.blockBytes > range.lowerBound,
+                      let value = leaves[position].remove(slot) else { continue }
+                evicted.append(DataPiece(start: start, end: start + Self.blockBytes, source: value.source, sequence: value.sequence))
+            }
+            if leaves[position].count == 0 {
+                // Swap-remove: the last leaf takes its place.
+                let moved = leaves.removeLast()
+                if position < leaves.count {
+                    leaves[position] = moved
+                    leafPositions[moved.number] = position
+                }
+                leafPositions[number] = nil
+            }
+        }
+        return evicted
+    }
+
+    /// Two sorted, mutually non-overlapping piece lists as one.
+    private static func merge(_ a: [DataPiece], _ b: [DataPiece]) -> [DataPiece] {
+        var result: [DataPiece] = []
+        result.reserveCapacity(a.count + b.count)
+        var i = 0, j = 0
+        while i < a.count, j < b.count {
+            if a[i].start < b[j].start { result.append(a[i]); i += 1 } else { result.append(b[j]); j += 1 }
+        }
+        result.append(contentsOf: a[i...])
+        result.append(contentsOf: b[j...])
+        return result
+    }
+
+    // MARK: Spans
 
     /// Index of the first chunk whose last piece ends after `offset`.
     private func chunkEnding(after offset: UInt64) -> Int {
@@ -59,9 +245,16 @@ struct DataIndex {
         return low
     }
 
-    /// Lays `piece` over whatever it overlaps.
-    mutating func insert(_ piece: DataPiece) {
-        guard piece.start < piece.end else { return }
+    /// True when a span overlaps `range`.
+    private func spansOverlap(_ range: Range<UInt64>) -> Bool {
+        guard !chunks.isEmpty else { return false }
+        let chunk = chunkEnding(after: range.lowerBound)
+        guard chunk < chunks.count else { return false }
+        let pieces = chunks[chunk]
+        return pieces[pieces.firstEnding(after: range.lowerBound)].start < range.upperBound
+    }
+
+    private mutating func insertSpan(_ piece: DataPiece) {
         let first = chunkEnding(after: piece.start)
         // Appends (the common case) touch nothing.
         if first == chunks.count {
@@ -101,8 +294,8 @@ struct DataIndex {
         stride(from: 0, to: pieces.count, by: chunkTarget).map { Array(pieces[$0 ..< min($0 + chunkTarget, pieces.count)]) }
     }
 
-    /// The pieces overlapping `range`, clipped to it.
-    func pieces(in range: Range<UInt64>) -> [DataPiece] {
+    /// The spans overlapping `range`, clipped to it.
+    private func spanPieces(in range: Range<UInt64>) -> [DataPiece] {
         var result: [DataPiece] = []
         var chunk = chunkEnding(after: range.lowerBound)
         guard chunk < chunks.count else { return result }
@@ -118,21 +311,6 @@ struct DataIndex {
             index = 0
         }
         return result
-    }
-
-    /// Drops pieces written by records before `sequence` (digested).
-    mutating func prune(before sequence: UInt64) {
-        var remaining = 0
-        for index in chunks.indices {
-            chunks[index].removeAll { $0.sequence < sequence }
-            remaining += chunks[index].count
-        }
-        chunks.removeAll { $0.isEmpty }
-        // Pruning leaves small chunks behind: regroup when they are mostly small.
-        if chunks.count > 1, remaining < chunks.count * Self.chunkTarget / 4 {
-            chunks = Self.cut(pieces)
-        }
-        ends = chunks.map { $0[$0.count - 1].end }
     }
 }
 
@@ -199,6 +377,8 @@ struct PendingState {
         case inode(UInt64)
         case entry(UInt64, [UInt8])
         case data(UInt64)
+        /// A write: the file's data index and its inode.
+        case write(UInt64)
     }
     private var touches: [(sequence: UInt64, touch: Touch)] = []
     private static var touchesKeptMax: Int { 65_536 }
@@ -206,6 +386,13 @@ struct PendingState {
 
     mutating func touched(_ touch: Touch, _ sequence: UInt64) {
         touches.append((sequence, touch))
+    }
+
+    /// A data index for a file with none, holding `piece`.
+    func newDataIndex(_ piece: DataPiece) -> DataIndex {
+        var index = DataIndex()
+        index.insert(piece)
+        return index
     }
 
     mutating func demand(_ blocks: UInt64, sequence: UInt64) {
@@ -219,6 +406,12 @@ struct PendingState {
         // A file's data index is pruned whole, so once per call however many of its writes
         // were digested (a batch holds thousands of writes to one file).
         var prunedData: Set<UInt64> = []
+        func pruneData(_ number: UInt64) {
+            if data[number] != nil, prunedData.insert(number).inserted {
+                data[number]!.prune(before: sequence)
+                if data[number]!.isEmpty { data[number] = nil }
+            }
+        }
         while touchesHead < touches.count, touches[touchesHead].sequence < sequence {
             switch touches[touchesHead].touch {
             case let .inode(number):
@@ -229,10 +422,10 @@ struct PendingState {
                     if entries[directory]!.isEmpty { entries[directory] = nil }
                 }
             case let .data(number):
-                if data[number] != nil, prunedData.insert(number).inserted {
-                    data[number]!.prune(before: sequence)
-                    if data[number]!.isEmpty { data[number] = nil }
-                }
+                pruneData(number)
+            case let .write(number):
+                if let entry = inodes[number], entry.sequence < sequence { inodes[number] = nil }
+                pruneData(number)
             }
             touchesHead += 1
         }

@@ -140,6 +140,20 @@ public final class MappedPersistentMemory: PersistentMemory, @unchecked Sendable
         }
     }
 
+    public func streamLines(_ source: UnsafeRawBufferPointer, at offset: Int) {
+        precondition(offset % 64 == 0 && source.count % 64 == 0, "streamLines needs whole cache lines")
+        checkRange(offset, source.count)
+        guard let from = source.baseAddress else { return }
+        if usesCPUFlush {
+            // Non-temporal at any length (libpmem's default keeps stores under 256 bytes in
+            // the cache and flushes them, which first reads each line in from memory).
+            pmem_memcpy(base + offset, from, source.count, UInt32(PMEM_F_MEM_NONTEMPORAL | PMEM_F_MEM_NODRAIN))
+        } else {
+            memcpy(base + offset, from, source.count)
+            msync(offset, source.count)
+        }
+    }
+
     public func storeFlush(_ source: UnsafeRawBufferPointer, at offset: Int, continuingCRC32C crc: UInt32,
                            update: (UInt32, UnsafeRawBufferPointer) -> UInt32) -> UInt32 {
         checkRange(offset, source.count)

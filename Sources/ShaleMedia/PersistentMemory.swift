@@ -56,6 +56,11 @@ public protocol PersistentMemory: AnyObject {
     /// layer sits below the format and does not define the checksum).
     func storeFlush(_ source: UnsafeRawBufferPointer, at offset: Int, continuingCRC32C crc: UInt32,
                     update: (UInt32, UnsafeRawBufferPointer) -> UInt32) -> UInt32
+    /// storeFlush of whole cache lines (`offset` and `count` multiples of 64): a CPU-flushed
+    /// mapping writes them with non-temporal stores, which neither read the old line from
+    /// memory first (a store to a line not in the cache does) nor leave anything to flush.
+    /// Durable at the next `fence`, like storeFlush, which is what other media do.
+    func streamLines(_ source: UnsafeRawBufferPointer, at offset: Int)
     /// Maps the range's pages for writing now, so that stores into it take no page faults
     /// later (a process's log region: a 4 KiB write record spans two pages, and two minor
     /// faults cost more than the record). Contents are unchanged; best effort, a no-op
@@ -66,6 +71,12 @@ public protocol PersistentMemory: AnyObject {
 extension PersistentMemory {
     /// Nothing to map (simulated and recording media).
     public func prefault(offset: Int, count: Int) {}
+
+    /// Whole lines stored and flushed: the same durability, without the shortcut.
+    public func streamLines(_ source: UnsafeRawBufferPointer, at offset: Int) {
+        precondition(offset % 64 == 0 && source.count % 64 == 0, "streamLines needs whole cache lines")
+        storeFlush(source, at: offset)
+    }
 
     /// storeFlush, then the checksum (what a medium without a combined path does).
     public func storeFlush(_ source: UnsafeRawBufferPointer, at offset: Int, continuingCRC32C crc: UInt32,

@@ -116,6 +116,52 @@ struct OperationLogTests {
         #expect(log.nextSequence == lastSequence + 2)
     }
 
+    /// Records are written as whole cache lines: one that starts inside a line rewrites the
+    /// line's earlier bytes. A log resumed there (after recovery) takes them from NVM, so the
+    /// records before it read back intact.
+    @Test func resumingInsideALineKeepsThePreviousRecords() throws {
+        let (nvm, log) = Self.makeLog()
+        var expected: [Appended] = []
+        for size in [5, 17, 40, 3] {
+            let payload = [UInt8](repeating: UInt8(size), count: size)
+            expected.append(Appended(sequence: try log.append(.create, payload: payload), type: .create, payload: payload, data: []))
+        }
+        #expect(log.head % 64 != 0, "the next record starts inside a line")
+        let grant = LogGrant(region: 2, regionOffset: Self.regionOffset, regionBytes: log.grant.regionBytes, epoch: 3,
+                             startOffset: log.head, startSequence: log.nextSequence, volumeSeed: Self.volumeSeed)
+        let resumed = OperationLog(nvm: nvm, grant: grant)
+        for size in [9, 70] {
+            let payload = [UInt8](repeating: UInt8(size), count: size)
+            expected.append(Appended(sequence: try resumed.append(.write, payload: payload), type: .write, payload: payload, data: []))
+        }
+        let scanned = Self.scan(nvm.durableImage, grant: grant, from: 0, sequence: 1)
+        #expect(scanned.records == expected)
+        #expect(scanned.damage.isEmpty)
+    }
+
+    /// A small record's last line is written whole, zeros after the record: when the oldest
+    /// undigested record starts inside that line, the record waits for space instead.
+    @Test func aSmallRecordNeverZeroesTheLineOfTheOldestRecord() throws {
+        let (nvm, log) = Self.makeLog(regionBytes: 64 * 1024)
+        let payload = [UInt8](repeating: 6, count: 40)  // 72-byte records
+        var pending: [Appended] = []
+        func fill() {
+            while let sequence = try? log.append(.create, payload: payload) {
+                pending.append(Appended(sequence: sequence, type: .create, payload: payload, data: []))
+            }
+        }
+        fill()
+        // The first three records digested: the tail is at 216, inside the line 192 ..< 256.
+        log.reclaim(upTo: 3 * 72, sequence: pending[3].sequence)
+        pending.removeFirst(3)
+        #expect(log.tail % 64 != 0)
+        fill()
+        #expect(log.head <= log.tail)
+        let scanned = Self.scan(nvm.durableImage, grant: log.grant, from: log.tail, sequence: log.tailSequence)
+        #expect(scanned.records == pending, "every undigested record intact")
+        #expect(scanned.damage.isEmpty)
+    }
+
     @Test func aRecordLargerThanTheRegionIsRefused() {
         let (_, log) = Self.makeLog(regionBytes: 64 * 1024)
         #expect(throws: LogError.tooLarge(recordBytes: 4096 + 65536, regionBytes: 65536)) {
