@@ -2,3 +2,5 @@
 // map cannot pass -D, so the version is defined here, before the header reads it.
 #define FUSE_USE_VERSION 312
 #include <fuse_lowlevel.h>
+// The kernel's wire layouts, for the INIT flags libfuse 3.14 cannot set (ShaleFUSE/InitReply.swift).
+#include <linux/fuse.h>

@@ -427,10 +427,12 @@ extension FUSEServer {
     /// FUSE_INIT: what Shale asks of the kernel. Writeback caching stays off (the kernel would
     /// answer writes before Shale saw them, breaking "answered means durable"); atomic O_TRUNC
     /// (libfuse's default) so that open truncates in one request; writes no larger than one
-    /// LibFS record, so the kernel never sees a short write. Set-id bits: this libfuse does
-    /// not pass HANDLE_KILLPRIV on, so before a write or truncate by an unprivileged caller the
-    /// kernel drops them itself, with a GETATTR and a SETATTR of the mode sent as the writer
-    /// (`FileSystem.setattr` accepts that from a caller who may write the file).
+    /// LibFS record, so the kernel never sees a short write. Set-id bits: the reply also
+    /// carries HANDLE_KILLPRIV_V2, which this libfuse cannot say (InitReply.swift), so the
+    /// kernel leaves dropping them on write, truncate and chown to LibFS and stops asking for
+    /// security.capability before every write. A kernel without it drops them itself, with a
+    /// GETATTR and a SETATTR of the mode sent as the writer (`FileSystem.setattr` accepts
+    /// that from a caller who may write the file).
     func initialize(_ connection: UnsafeMutablePointer<fuse_conn_info>) {
         connection.pointee.want &= ~UInt32(FUSE_CAP_WRITEBACK_CACHE)
         if connection.pointee.capable & UInt32(FUSE_CAP_ATOMIC_O_TRUNC) != 0 {

@@ -78,6 +78,11 @@ public final class FUSEServer: @unchecked Sendable {
     /// digest), so that they reach LibFS in the order the counts changed; LibFS never calls
     /// back into the server, so the lock order is always this one, then LibFS's.
     private let lookupLock = PthreadMutex()
+    /// The INIT flags added to libfuse's reply (InitReply.swift).
+    let initReply = InitReplyFlags()
+
+    /// The flags the kernel was told at FUSE_INIT (0 before the INIT reply went out).
+    public var initFlags: UInt32 { initReply.repliedFlags.load(ordering: .relaxed) }
 
     public init(fileSystem: EmbeddedFileSystem, timeouts: FUSETimeouts = .none) {
         self.fileSystem = fileSystem

@@ -69,6 +69,11 @@ public final class FUSESession: @unchecked Sendable {
             throw FUSEError("cannot mount on \(mountPoint) (libfuse says why above)")
         }
         mounted = true
+        // The same /dev/fuse descriptor, read and written through Shale's hooks (INIT flags
+        // libfuse cannot set: InitReply.swift). Before the loop reads the INIT request.
+        var io = InitReplyFlags.io
+        let status = fuse_session_custom_io(session.pointer, &io, fuse_session_fd(session.pointer))
+        guard status == 0 else { throw FUSEError("cannot take over the session's I/O: \(String(cString: strerror(-status)))") }
     }
 
     /// The signals that stop a daemon's loop (libfuse's handlers).
