@@ -12,7 +12,7 @@ DEB_PACKAGES := libfuse3-dev fuse3 libpmem-dev liburing-dev libzstd-dev pkg-conf
 BENCH_PACKAGES := fio sqlite3 gcc
 DEMO_DIR     ?= /tmp/shale-demo
 
-.PHONY: all deps deps-bench build test demo bench bench-memory install uninstall clean
+.PHONY: all deps deps-bench build test demo bench bench-memory crashtest crashtest-long install uninstall clean
 
 all: build
 
@@ -39,6 +39,19 @@ demo: build
 # Benchmarks (release build, own package under tools/bench so tests never pay for it).
 bench: deps-bench
 	@tools/bench/run
+
+# The crash-consistency harness, release build: every one-operation workload with the full
+# set of crash states, a sample of the two-operation ones, and the Fixtures/crashtest files.
+crashtest: deps
+	$(SWIFT) build -c release --product shale
+	"$$($(SWIFT) build -c release --show-bin-path)/shale" crashtest --seq 1
+	"$$($(SWIFT) build -c release --show-bin-path)/shale" crashtest --seq 2 --sample 40
+	"$$($(SWIFT) build -c release --show-bin-path)/shale" crashtest $(addprefix --workload ,$(wildcard Fixtures/crashtest/*.txt))
+
+# Every two-operation workload (484 of them; tens of minutes).
+crashtest-long: deps
+	$(SWIFT) build -c release --product shale
+	"$$($(SWIFT) build -c release --show-bin-path)/shale" crashtest --seq 2
 
 # Resident memory after a million files (minutes; kept out of `make bench`).
 bench-memory: deps-bench

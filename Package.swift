@@ -17,6 +17,7 @@ let package = Package(
         .library(name: "LibFS", targets: ["LibFS"]),
         .library(name: "KernFS", targets: ["KernFS"]),
         .library(name: "ShaleFUSE", targets: ["ShaleFUSE"]),
+        .library(name: "CrashTest", targets: ["CrashTest"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -48,9 +49,12 @@ let package = Package(
         // Layer 6: front ends. The FUSE daemon, a LibFS client of KernFS in the same process.
         .target(name: "ShaleFUSE", dependencies: ["CFuse", "KernFS", "LibFS", "ShaleFormat",
                                                  .product(name: "SystemPackage", package: "swift-system")]),
+        // Layer 6: the crash-consistency harness (issue 5), the production code on recording media.
+        .target(name: "CrashTest", dependencies: ["KernFS", "LibFS", "ShaleFormat", "ShaleMedia",
+                                                  .product(name: "SystemPackage", package: "swift-system")]),
         // Tools: the one CLI.
         .executableTarget(name: "shale",
-                          dependencies: ["KernFS", "ShaleFUSE", "LibFS", "ShaleFormat", "ShaleMedia",
+                          dependencies: ["KernFS", "ShaleFUSE", "CrashTest", "LibFS", "ShaleFormat", "ShaleMedia",
                                          .product(name: "ArgumentParser", package: "swift-argument-parser")]),
 
         .testTarget(name: "ShaleMediaTests", dependencies: ["ShaleMedia"]),
@@ -59,6 +63,7 @@ let package = Package(
         .testTarget(name: "KernFSTests", dependencies: ["KernFS", "LibFS", "ShaleFormat", "ShaleMedia"]),
         .testTarget(name: "FileSystemTests", dependencies: ["KernFS", "LibFS", "ShaleFormat", "ShaleMedia",
                                                             .product(name: "SystemPackage", package: "swift-system")]),
+        .testTarget(name: "CrashTestTests", dependencies: ["CrashTest", "KernFS", "LibFS", "ShaleFormat", "ShaleMedia"]),
         .testTarget(name: "CLITests", dependencies: ["shale", "CLinux", "KernFS", "LibFS", "ShaleFormat", "ShaleMedia"]),
     ],
     swiftLanguageModes: [.v6]

@@ -350,6 +350,9 @@ public enum CheckNotice: Equatable, Sendable, CustomStringConvertible {
     case undigested(region: Int, records: UInt64, bytes: UInt64)
     /// A log ends in a record a crash tore: it was never acknowledged and is dropped.
     case tornTail(region: Int, offset: UInt64, sequence: UInt64)
+    /// One copy of a log descriptor fails its checksum and the other is current: an update a
+    /// crash interrupted. The next recovery rewrites it.
+    case logDescriptorCopyTorn(region: Int, copy: Int, detail: String)
     /// An unreachable inode with link count 0 on a volume in use: an open file a live process
     /// unlinked (the process releases it on close).
     case openUnlinked(inode: UInt64)
@@ -370,6 +373,9 @@ public enum CheckNotice: Equatable, Sendable, CustomStringConvertible {
             "log region \(region): \(records) record\(records == 1 ? "" : "s") (\(bytes) bytes) not yet digested; `shale digest` applies them"
         case let .tornTail(region, offset, sequence):
             "log region \(region): record \(sequence) at offset \(offset) was torn by a crash (never acknowledged; dropped at digest)"
+        case let .logDescriptorCopyTorn(region, copy, detail):
+            "log region \(region): descriptor copy \(copy) was torn by a crash during an update (\(detail)); the other copy is current, "
+                + "and the next open or `shale digest` rewrites it"
         case let .openUnlinked(inode):
             "inode \(inode) has no links and no name: a file a live process unlinked while it was open"
         case let .unattributedBlocks(tier, count):
@@ -587,18 +593,24 @@ final class CheckPass<NVM: PersistentMemory> {
             let copies = (0 ..< 2).map { copy in
                 transaction.read(layout.logDescriptorOffset(region: region, copy: copy), count: LogRegionDescriptor.encodedBytes)
             }
-            for (index, copy) in copies.enumerated() {
-                let decoded = copy.withUnsafeBytes { buffer in
-                    Result { () throws(FormatError) in try LogRegionDescriptor.decode(buffer, seed: seed, regionBytes: layout.logRegionBytes) }
-                }
-                if case let .failure(error) = decoded {
-                    problem(.logDescriptorDamaged(region: region, copy: index, detail: "\(error)"))
-                }
-            }
             let current = copies[0].withUnsafeBytes { first in
                 copies[1].withUnsafeBytes { second in
                     LogRegionDescriptor.current(copies: (first, second), seed: seed, regionBytes: layout.logRegionBytes)
                 }
+            }
+            var damaged: [(copy: Int, error: FormatError)] = []
+            for (index, copy) in copies.enumerated() {
+                let decoded = copy.withUnsafeBytes { buffer in
+                    Result { () throws(FormatError) in try LogRegionDescriptor.decode(buffer, seed: seed, regionBytes: layout.logRegionBytes) }
+                }
+                if case let .failure(error) = decoded { damaged.append((index, error)) }
+            }
+            if damaged.count == 1, current.descriptor != nil {
+                // One copy torn, the other current: an update a crash interrupted (the
+                // protocol's expected damage; recovery rewrites it).
+                report.notices.append(.logDescriptorCopyTorn(region: region, copy: damaged[0].copy, detail: "\(damaged[0].error)"))
+            } else {
+                for item in damaged { problem(.logDescriptorDamaged(region: region, copy: item.copy, detail: "\(item.error)")) }
             }
             if let descriptor = current.descriptor, descriptor.state != .free {
                 report.counts.logsInUse += 1

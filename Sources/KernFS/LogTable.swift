@@ -119,6 +119,29 @@ public final class LogTable<NVM: PersistentMemory>: @unchecked Sendable {
         transaction.write(descriptor.encode(seed: volumeSeed), at: layout.logDescriptorOffset(region: region, copy: target))
     }
 
+    /// A copy that fails its checksum while the other verifies is what a crash during an
+    /// update leaves: the update wrote the non-current copy and was torn, the other copy is
+    /// the state before it (found by `shale crashtest`: a crash inside `attach` left the
+    /// region unusable and fsck unclean). Rewrites the torn copy with the current state, so
+    /// the table is whole again and the region usable. A free region's epoch moves past any
+    /// the torn update could have claimed (an attach takes the current one + 1; a torn copy
+    /// is at most one update newer than the other, since updates alternate copies), so no
+    /// record written under that epoch could ever verify. Recovery runs this first; returns
+    /// the regions rewritten. Both copies damaged is left for fsck.
+    @discardableResult
+    public func repairInterruptedUpdates() -> [Int] {
+        var repaired: [Int] = []
+        for region in 0 ..< regionCount {
+            let current = read(region)
+            guard var descriptor = current.descriptor, !current.damage.isEmpty else { continue }
+            if descriptor.state == .free { descriptor.epoch &+= 1 }
+            // Durability point: the torn copy (the non-current one) rewritten and persisted.
+            write(region, descriptor)
+            repaired.append(region)
+        }
+        return repaired
+    }
+
     /// The owner is gone (closed, or died): its region waits to be digested.
     public func detach(_ region: Int) throws(LogTableError) {
         guard var descriptor = read(region).descriptor, descriptor.state == .attached else { throw .notAttached(region: region) }

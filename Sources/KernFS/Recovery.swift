@@ -1,5 +1,6 @@
-// Recovery of client logs: every log region whose owner is gone (state attached or detached
-// while nobody holds the volume) is digested to its end, damage searched past, and released;
+// Recovery of client logs: a log descriptor copy a crash tore is rewritten from the other;
+// every log region whose owner is gone (state attached or detached while nobody holds the
+// volume) is digested to its end, damage searched past, and released;
 // then every orphan (an inode unlinked while open, or during the recovery digests) is freed,
 // since after a crash nothing is open any more. `shale digest` runs this offline; opening a
 // volume for service will run it first.
@@ -23,6 +24,8 @@ extension Digester {
     /// is gone and nothing is open.
     public func recoverAllLogs() throws(DigestError) -> [RegionRecovery] {
         var results: [RegionRecovery] = []
+        // A descriptor update a crash tore: the other copy is current; rewrite the torn one.
+        logTable.repairInterruptedUpdates()
         for region in 0 ..< logTable.regionCount {
             guard let descriptor = logTable.read(region).descriptor, descriptor.state != .free else { continue }
             var result = RegionRecovery(region: region, ownerPID: descriptor.ownerPID, epoch: descriptor.epoch)

@@ -9,7 +9,7 @@ struct Shale: ParsableCommand {
         commandName: "shale",
         abstract: "Shale, a cross-media file system: NVM logs in front of SSD and HDD tiers.",
         version: "0.1.0",
-        subcommands: [Mkfs.self, Mount.self, Status.self, Digest.self, Fsck.self]
+        subcommands: [Mkfs.self, Mount.self, Status.self, Digest.self, Fsck.self, Crashtest.self]
     )
 
     /// Called as mount(8)'s helper (mount.fuse.shale), the arguments are mount(8)'s.

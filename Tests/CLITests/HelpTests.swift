@@ -15,6 +15,7 @@ struct HelpTests {
         (["status", "--help"], "shale-status.txt"),
         (["digest", "--help"], "shale-digest.txt"),
         (["fsck", "--help"], "shale-fsck.txt"),
+        (["crashtest", "--help"], "shale-crashtest.txt"),
     ])
     func helpMatchesGolden(arguments: [String], fixture: String) throws {
         let result = try ShaleCommand.run(arguments)

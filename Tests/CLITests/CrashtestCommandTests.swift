@@ -1,0 +1,41 @@
+import Foundation
+import Testing
+
+/// `shale crashtest` end to end: a workload file from Fixtures/crashtest runs, crashes at
+/// every fence and passes with a summary; bad input is a clear error; a replay runs one state.
+struct CrashtestCommandTests {
+    static let fixtures = URL(fileURLWithPath: #filePath)
+        .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        .appendingPathComponent("Fixtures/crashtest")
+
+    @Test func aWorkloadFilePassesWithASummary() throws {
+        let file = Self.fixtures.appendingPathComponent("rename-over-written-file.txt").path
+        let result = try ShaleCommand.run(["crashtest", "--workload", file, "--max-states", "60", "--verbose"])
+        #expect(result.status == 0, "\(result.all)")
+        #expect(result.stdout.contains("ok   \(file): "), "\(result.stdout)")
+        let summary = try #require(result.stdout.split(separator: "\n").last.map(String.init))
+        #expect(summary.hasPrefix("crashtest: 1 workloads, ") && summary.hasSuffix(": 1 passed, 0 failed"), "\(summary)")
+        #expect(!summary.contains(" 0 crash states"), "\(summary)")
+    }
+
+    @Test func aReplayChecksOneState() throws {
+        let result = try ShaleCommand.run(["crashtest", "--seq", "1", "--only", "seq1-15", "--fence", "0", "--fate", "0"])
+        #expect(result.status == 0, "\(result.all)")
+        #expect(result.stdout.contains("crashtest: 1 workloads, 1 crash states"), "\(result.stdout)")
+    }
+
+    @Test func badInputIsAClearError() throws {
+        let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("shale-crashtest-\(getpid()).txt")
+        try "setup mkdir /A\nwrite /A 0\n".write(to: scratch, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(at: scratch) }
+        for (arguments, message) in [(["crashtest", "--workload", scratch.path], "line 2: write takes 3–4 arguments"),
+                                     (["crashtest", "--workload", "/nonexistent/w.txt"], "cannot read /nonexistent/w.txt"),
+                                     (["crashtest", "--seq", "4"], "--seq is 1, 2 or 3"),
+                                     (["crashtest", "--fate", "1"], "--fate needs --fence"),
+                                     (["crashtest", "--only", "seq9-9"], "no generated workload is named seq9-9")] {
+            let result = try ShaleCommand.run(arguments)
+            #expect(result.status != 0)
+            #expect(result.stderr.contains(message), "\(arguments): \(result.all)")
+        }
+    }
+}
