@@ -307,7 +307,8 @@ public enum CrashExplorer {
     }
 }
 
-func monotonicSeconds() -> Double {
+/// Seconds of CLOCK_MONOTONIC (timing reports).
+public func monotonicSeconds() -> Double {
     var time = timespec()
     clock_gettime(CLOCK_MONOTONIC, &time)
     return Double(time.tv_sec) + Double(time.tv_nsec) / 1e9

@@ -92,7 +92,7 @@ struct Crashtest: ParsableCommand {
             guard !workloads.isEmpty else { throw Output.fail("crashtest", "no generated workload is named \(only)") }
         }
         if let sample, sample < workloads.count {
-            var generator = SeededGenerator(seed: seed)
+            var generator = SplitMix64(seed: seed)
             workloads = Array(workloads.shuffled(using: &generator).prefix(sample))
         }
         var options = CrashTestOptions()
@@ -102,7 +102,7 @@ struct Crashtest: ParsableCommand {
         options.onlyFate = fate
 
         let explored = options
-        let started = monotonicNow()
+        let started = monotonicSeconds()
         let results = Mutex([WorkloadResult?](repeating: nil, count: workloads.count))
         let next = Atomic<Int>(0)
         let finished = Atomic<Int>(0)
@@ -154,7 +154,7 @@ struct Crashtest: ParsableCommand {
             if result.violations.count > 3 { Output.line("  … and \(result.violations.count - 3) more crash states failed") }
         }
         Output.line("crashtest: \(all.count) workloads, \(states) crash states at \(fences) fences, \(trees) distinct recovered trees, "
-            + "\(format(monotonicNow() - started)) s: \(passed) passed, \(failed) failed")
+            + "\(format(monotonicSeconds() - started)) s: \(passed) passed, \(failed) failed")
         if failed > 0 { throw ExitCode(1) }
     }
 
@@ -167,23 +167,4 @@ struct Crashtest: ParsableCommand {
         let tenths = Int((seconds * 10).rounded())
         return "\(tenths / 10).\(tenths % 10)"
     }
-}
-
-/// SplitMix64, for --sample (the same generator the harness seeds its crash states with).
-struct SeededGenerator: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
-
-func monotonicNow() -> Double {
-    var time = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &time)
-    return Double(time.tv_sec) + Double(time.tv_nsec) / 1e9
 }
