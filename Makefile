@@ -31,6 +31,8 @@ build: deps
 test: deps
 	$(SWIFT) build $(BUILD_FLAGS)
 	timeout 1200 $(SWIFT) test $(BUILD_FLAGS)
+	@# A sample of the two-operation crash workloads (the suite ran every one-operation one).
+	timeout 600 "$(BIN)/shale" crashtest --seq 2 --sample 12 --seed 1
 
 # Makes a default file system in $(DEMO_DIR) and shows its status.
 demo: build
