@@ -37,7 +37,9 @@ let package = Package(
         // Layer 1: media, the only code that touches storage.
         .target(name: "ShaleMedia",
                 dependencies: ["CPmem", "CURing", "CLinux", "CCRC32C",
-                               .product(name: "SystemPackage", package: "swift-system")]),
+                               .product(name: "SystemPackage", package: "swift-system")],
+                // The crash harness's planted bugs exist in debug (test) builds only (PlantedBugs.swift).
+                swiftSettings: [.define("SHALE_PLANTED_BUGS", .when(configuration: .debug))]),
         // Layer 2: the on-media format, shared by every writer and reader.
         .target(name: "ShaleFormat", dependencies: ["CCRC32C"]),
         // Layer 3: the per-process operation log and the POSIX-shaped API.

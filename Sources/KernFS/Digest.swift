@@ -227,9 +227,14 @@ public final class Digester<NVM: PersistentMemory>: @unchecked Sendable {
             }
             let cursorOffset = report.cursorOffset, cursorSequence = report.cursorSequence
             // Durability point of the batch: the journal's commit fence.
+            let cursorAt = cursorOffset + UInt64(LogRecordHeader.encodedBytes) > layout.logRegionBytes ? 0 : cursorOffset
             try commit(batch) {
-                try logTable.advanceDigestCursor(region, offset: cursorOffset + UInt64(LogRecordHeader.encodedBytes) > layout.logRegionBytes ? 0 : cursorOffset,
-                                                 sequence: cursorSequence, in: transaction)
+                if PlantedBug.active == .cursorBeforeApply {
+                    // Planted: the cursor durable at once, before the changes it covers commit.
+                    try logTable.advanceDigestCursor(region, offset: cursorAt, sequence: cursorSequence)
+                } else {
+                    try logTable.advanceDigestCursor(region, offset: cursorAt, sequence: cursorSequence, in: transaction)
+                }
             }
             // Numbers of coalesced creates were never written: free for anyone again.
             inodes.release(released)

@@ -194,9 +194,12 @@ public final class OperationLog<NVM: PersistentMemory>: @unchecked Sendable {
         // the data as it is copied, so the data is read once.
         var bodyCRC = CRC32C.update(seed, UnsafeRawBufferPointer(payload))
         // Durable point 1: the bulk data, flushed but not yet fenced.
-        if data.count > 0 {
+        let plantedLateData = PlantedBug.active == .commitBeforePayload && data.count > 0
+        if data.count > 0, !plantedLateData {
             bodyCRC = nvm.storeFlush(data, at: regionBase + Int(parts.dataOffset), continuingCRC32C: bodyCRC,
                                      update: CRC32C.update)
+        } else if plantedLateData {
+            bodyCRC = CRC32C.update(bodyCRC, data)
         }
         // Durable point 2: header and payload, flushed but not yet fenced.
         let header = LogRecordHeader(sequence: nextSequence, epoch: epochLow, type: type,
@@ -216,7 +219,11 @@ public final class OperationLog<NVM: PersistentMemory>: @unchecked Sendable {
             nvm.storeFlush(UnsafeRawBufferPointer(rebasing: scratch[at ..< at + recordBytes]), at: regionBase + Int(start))
         }
         // Commit point: one fence makes data, payload and header durable together.
-        nvm.fence()
+        if PlantedBug.active != .missingFence { nvm.fence() }
+        if plantedLateData {
+            // Planted: the data after the commit, left for a later fence.
+            nvm.storeFlush(data, at: regionBase + Int(parts.dataOffset))
+        }
 
         let sequence = nextSequence
         lastPayloadOffset = parts.payloadOffset

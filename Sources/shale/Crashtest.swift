@@ -60,6 +60,10 @@ struct Crashtest: ParsableCommand {
     @Option(help: ArgumentHelp("Replay: only this crash state at that fence.", valueName: "n"))
     var fate: Int?
 
+    @Option(help: ArgumentHelp("Run with this known bug planted (debug builds only): \(PlantedBug.allCases.map(\.rawValue).joined(separator: ", ")). The harness must fail.",
+                               valueName: "bug"))
+    var plant: String?
+
     @Flag(help: "A line per workload, not only for failures.")
     var verbose = false
 
@@ -69,9 +73,21 @@ struct Crashtest: ParsableCommand {
         if fate != nil, fence == nil { throw ValidationError("--fate needs --fence") }
         if let jobs, jobs < 1 { throw ValidationError("--jobs is at least 1") }
         if maxStates < 1 { throw ValidationError("--max-states is at least 1") }
+        if let plant {
+            guard PlantedBug(rawValue: plant) != nil else {
+                throw ValidationError("unknown bug \(plant): one of \(PlantedBug.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            guard PlantedBug.compiledIn else { throw ValidationError("--plant needs a debug build (swift build): release builds contain no planted bugs") }
+        }
     }
 
     func run() throws {
+        if let plant {
+            // Before any file-system code reads it (PlantedBug.active is read once).
+            setenv("SHALE_PLANTED_BUG", plant, 1)
+            guard PlantedBug.active?.rawValue == plant else { throw Output.fail("crashtest", "the planted bug did not take") }
+            Output.line("crashtest: planted bug \(plant) is active: failures are expected")
+        }
         var workloads: [(workload: Workload, file: String?)] = []
         for file in workloadFiles {
             let text: String
@@ -161,6 +177,7 @@ struct Crashtest: ParsableCommand {
     private func replayCommand(_ item: (workload: Workload, file: String?), _ violation: CrashViolation) -> String {
         let source = item.file.map { "--workload \($0)" } ?? "--seq \(seq ?? 1) --only \(item.workload.name)"
         return "shale crashtest \(source) --seed \(seed) --fence \(violation.fence) --fate \(violation.fate)"
+            + (plant.map { " --plant \($0)" } ?? "")
     }
 
     private func format(_ seconds: Double) -> String {

@@ -39,3 +39,24 @@ struct CrashtestCommandTests {
         }
     }
 }
+
+/// Proof that the harness is not blind: each planted bug (debug builds, PlantedBugs.swift)
+/// makes `shale crashtest` fail on a workload that exercises it, with a reproducer.
+struct PlantedBugTests {
+    @Test(arguments: [("missing-fence", "seq1-1"), ("commit-before-payload", "seq1-3"), ("cursor-before-apply", "seq1-1")])
+    func everyPlantedBugIsCaught(bug: String, workload: String) throws {
+        let result = try ShaleCommand.run(["crashtest", "--seq", "1", "--only", workload, "--plant", bug])
+        #expect(result.status == 1, "\(bug) was not caught: \(result.all)")
+        #expect(result.stdout.contains("planted bug \(bug) is active"), "\(result.stdout)")
+        #expect(result.stdout.contains("FAIL \(workload)"), "\(result.stdout)")
+        #expect(result.stdout.contains("replay: shale crashtest --seq 1 --only \(workload) --seed 1 --fence "), "\(result.stdout)")
+        #expect(result.stdout.contains("--plant \(bug)"), "\(result.stdout)")
+        #expect(result.stdout.hasSuffix("0 passed, 1 failed\n"), "\(result.stdout)")
+    }
+
+    @Test func anUnknownBugIsAClearError() throws {
+        let result = try ShaleCommand.run(["crashtest", "--plant", "gremlins"])
+        #expect(result.status != 0)
+        #expect(result.stderr.contains("unknown bug gremlins: one of missing-fence"), "\(result.all)")
+    }
+}

@@ -1,0 +1,32 @@
+// Known bugs the crash harness must catch: issue 5's proof that `shale crashtest` is not
+// blind. They are compiled into debug builds only (Package.swift defines SHALE_PLANTED_BUGS
+// for the debug configuration, which `make test` and CI build); release builds — what
+// `make install`, the demo's mount and the benchmarks run — contain none. At most one is
+// active, named by the environment variable SHALE_PLANTED_BUG, which
+// `shale crashtest --plant NAME` sets before anything reads it. The media layer holds the
+// switch because it is the one layer every other imports.
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+public enum PlantedBug: String, CaseIterable, Sendable {
+    /// The log's append returns without its commit fence: an acknowledged call is not
+    /// durable until some later fence.
+    case missingFence = "missing-fence"
+    /// The log's append commits (stores and fences) a bulk record's header before its data
+    /// is durable, and returns: the record's commit is marked before its payload persists.
+    case commitBeforePayload = "commit-before-payload"
+    /// The digest makes its cursor durable before the batch's shared-area changes commit:
+    /// a crash between them skips records that were never applied.
+    case cursorBeforeApply = "cursor-before-apply"
+
+    /// The bug this process runs with, if any (debug builds only).
+    #if SHALE_PLANTED_BUGS
+    public static let active: PlantedBug? = getenv("SHALE_PLANTED_BUG").flatMap { PlantedBug(rawValue: String(cString: $0)) }
+    public static var compiledIn: Bool { true }
+    #else
+    @inline(__always) public static var active: PlantedBug? { nil }
+    public static var compiledIn: Bool { false }
+    #endif
+}
