@@ -1395,12 +1395,7 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
         // One touch covers the data index and the inode (pruning drops both by sequence).
         pending.touched(.write(number), sequence)
         let end = offset + UInt64(count)
-        let piece = DataPiece(start: offset, end: end, source: source, sequence: sequence)
-        if let index = pending.data.index(forKey: number) {
-            pending.data.values[index].insert(piece)
-        } else {
-            pending.data[number] = pending.newDataIndex(piece)
-        }
+        pending.data[number, default: DataIndex()].insert(DataPiece(start: offset, end: end, source: source, sequence: sequence))
         if let slot {
             pending.inodes.values[slot].sequence = sequence
             Self.applyWrite(to: &pending.inodes.values[slot].inode, end: end, time: time, blocks: blocks)

@@ -388,13 +388,6 @@ struct PendingState {
         touches.append((sequence, touch))
     }
 
-    /// A data index for a file with none, holding `piece`.
-    func newDataIndex(_ piece: DataPiece) -> DataIndex {
-        var index = DataIndex()
-        index.insert(piece)
-        return index
-    }
-
     mutating func demand(_ blocks: UInt64, sequence: UInt64) {
         guard blocks > 0 else { return }
         blockDemands.append((sequence, blocks))
