@@ -1370,40 +1370,44 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
         if changed { slot = pending.inodes.index(forKey: number) }
         let shared: Inode? = slot == nil ? try existingInode(number) : nil
         let time = Self.now()
-        let source: UInt64
-        let sequence: UInt64
+        let end = offset + UInt64(count)
+        // The pending state learns of the write before the record is stored (OperationLog's
+        // `placed`; the lock keeps it from every other thread until the commit).
+        func note(source: UInt64, sequence: UInt64) {
+            // One touch covers the data index and the inode (pruning drops both by sequence).
+            pending.touched(.write(number), sequence)
+            pending.data[number, default: DataIndex()].insert(DataPiece(start: offset, end: end, source: source, sequence: sequence))
+            if let slot {
+                pending.inodes.values[slot].sequence = sequence
+                Self.applyWrite(to: &pending.inodes.values[slot].inode, end: end, time: time, blocks: blocks)
+            } else if var inode = shared {
+                Self.applyWrite(to: &inode, end: end, time: time, blocks: blocks)
+                pending.inodes[number] = PendingInode(inode: inode, sequence: sequence)
+            }
+            pending.demand(blocks, sequence: sequence)
+        }
         do {
             if count <= WriteArguments.inlineBytesMax {
                 // Small: the bytes travel inside the payload (one compact record).
-                sequence = try log.append(.write, payloadBytes: WriteArguments.fixedBytes + count,
-                                          data: UnsafeRawBufferPointer(start: nil, count: 0)) { buffer in
+                try log.append(.write, payloadBytes: WriteArguments.fixedBytes + count,
+                               data: UnsafeRawBufferPointer(start: nil, count: 0)) { buffer in
                     WriteArguments.encodePayload(inode: number, offset: offset, length: UInt32(count), time: time,
                                                  inline: chunk, into: buffer)
+                } placed: { place in
+                    note(source: grant.regionOffset + place.payloadOffset + UInt64(WriteArguments.fixedBytes), sequence: place.sequence)
                 }
-                source = grant.regionOffset + log.lastPayloadOffset + UInt64(WriteArguments.fixedBytes)
             } else {
-                // Bulk: block-aligned data after the payload.
-                sequence = try log.append(.write, payloadBytes: WriteArguments.fixedBytes, data: chunk) { buffer in
+                // Bulk: line-aligned data after the payload.
+                try log.append(.write, payloadBytes: WriteArguments.fixedBytes, data: chunk) { buffer in
                     WriteArguments.encodePayload(inode: number, offset: offset, length: UInt32(count), time: time,
                                                  inline: UnsafeRawBufferPointer(start: nil, count: 0), into: buffer)
+                } placed: { place in
+                    note(source: grant.regionOffset + place.dataOffset, sequence: place.sequence)
                 }
-                source = grant.regionOffset + log.lastDataOffset
             }
         } catch {
             throw .ioError
         }
-        // One touch covers the data index and the inode (pruning drops both by sequence).
-        pending.touched(.write(number), sequence)
-        let end = offset + UInt64(count)
-        pending.data[number, default: DataIndex()].insert(DataPiece(start: offset, end: end, source: source, sequence: sequence))
-        if let slot {
-            pending.inodes.values[slot].sequence = sequence
-            Self.applyWrite(to: &pending.inodes.values[slot].inode, end: end, time: time, blocks: blocks)
-        } else if var inode = shared {
-            Self.applyWrite(to: &inode, end: end, time: time, blocks: blocks)
-            pending.inodes[number] = PendingInode(inode: inode, sequence: sequence)
-        }
-        pending.demand(blocks, sequence: sequence)
         return count
     }
 

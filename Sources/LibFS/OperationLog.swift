@@ -18,6 +18,14 @@
 import ShaleFormat
 import ShaleMedia
 
+/// Where an appended record goes: its sequence number and the region offsets of its payload
+/// and its bulk data.
+public struct LogPlacement {
+    public var sequence: UInt64
+    public var payloadOffset: UInt64
+    public var dataOffset: UInt64
+}
+
 /// A log region handed to one LibFS instance by KernFS.
 public struct LogGrant: Sendable, Equatable {
     /// Index of the region in the log table.
@@ -144,9 +152,16 @@ public final class OperationLog<NVM: PersistentMemory>: @unchecked Sendable {
 
     /// Appends one record and returns its sequence number once it is durable.
     /// `encodePayload` writes exactly `payloadBytes` bytes into the buffer it is given.
+    /// `placed` runs once the record's sequence number and place are fixed (nothing can fail
+    /// after that) and before any of its bytes are stored: the caller's in-memory bookkeeping,
+    /// done while its cache misses are cheap. After the record's non-temporal stores, every
+    /// miss waits for a write-combining buffer until the stores have drained to memory. It
+    /// must not touch NVM, and nothing it does may be seen by another thread before `append`
+    /// returns (the caller holds its lock).
     @discardableResult
     public func append(_ type: LogRecordType, payloadBytes: Int, data: UnsafeRawBufferPointer,
-                       encodePayload: (UnsafeMutableRawBufferPointer) -> Void) throws(LogError) -> UInt64 {
+                       encodePayload: (UnsafeMutableRawBufferPointer) -> Void,
+                       placed: (LogPlacement) -> Void = { _ in }) throws(LogError) -> UInt64 {
         precondition(type != .wrap && payloadBytes >= 0 && payloadBytes <= Self.payloadBytesMax)
         precondition(data.count <= Int(UInt32.max))
         let headerBytes = UInt64(LogRecordHeader.encodedBytes)
@@ -183,6 +198,8 @@ public final class OperationLog<NVM: PersistentMemory>: @unchecked Sendable {
             head = 0
         }
 
+        placed(LogPlacement(sequence: nextSequence, payloadOffset: parts.payloadOffset, dataOffset: parts.dataOffset))
+
         // The record is assembled at `at` in the scratch buffer: after the head line's
         // earlier bytes when streamed.
         let inLine = streams ? Int(start) % Self.lineBytes : 0
@@ -207,7 +224,7 @@ public final class OperationLog<NVM: PersistentMemory>: @unchecked Sendable {
         header.encode(into: UnsafeMutableRawBufferPointer(rebasing: scratch[at...]), seed: seed)
         if streams {
             // The head line's earlier bytes, the record, zeros to the end of its last line
-            // (for a bulk record, padding before its block-aligned data).
+            // (for a bulk record, padding before its line-aligned data).
             let lineStart = at - inLine
             let lineEnd = lineStart + Self.lineAligned(inLine + recordBytes)
             scratch.baseAddress!.advanced(by: lineStart).copyMemory(from: headLine.baseAddress!, byteCount: inLine)
@@ -218,13 +235,6 @@ public final class OperationLog<NVM: PersistentMemory>: @unchecked Sendable {
         } else {
             nvm.storeFlush(UnsafeRawBufferPointer(rebasing: scratch[at ..< at + recordBytes]), at: regionBase + Int(start))
         }
-        // Commit point: one fence makes data, payload and header durable together.
-        if PlantedBug.active != .missingFence { nvm.fence() }
-        if plantedLateData {
-            // Planted: the data after the commit, left for a later fence.
-            nvm.storeFlush(data, at: regionBase + Int(parts.dataOffset))
-        }
-
         let sequence = nextSequence
         lastPayloadOffset = parts.payloadOffset
         lastDataOffset = parts.dataOffset
@@ -236,6 +246,12 @@ public final class OperationLog<NVM: PersistentMemory>: @unchecked Sendable {
         if head + headerBytes > regionBytes {
             usedBytes += regionBytes - head
             head = 0
+        }
+        // Commit point: one fence makes data, payload and header durable together.
+        if PlantedBug.active != .missingFence { nvm.fence() }
+        if plantedLateData {
+            // Planted: the data after the commit, left for a later fence.
+            nvm.storeFlush(data, at: regionBase + Int(parts.dataOffset))
         }
         return sequence
     }

@@ -3,7 +3,7 @@
 public enum Format {
     /// The on-media format this build writes and reads. Any other version is refused with
     /// a clear error (FormatError.unsupportedVersion), never guessed at.
-    public static let version: UInt32 = 1
+    public static let version: UInt32 = 2
     /// The block size of every tier and of every block-sized structure.
     public static let blockBytes = 4096
     /// Names in a directory: 1 to 255 bytes, any byte but '/' and NUL.

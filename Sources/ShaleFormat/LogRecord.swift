@@ -2,8 +2,8 @@
 // log region, and how a reader finds where the committed log ends.
 //
 // A record is a 32-byte header, its payload (the operation's arguments: inode numbers,
-// offsets, names, small data) and optionally bulk data placed at the next 4096-byte boundary
-// of the region, so that digest moves whole blocks. Records start at 8-byte boundaries.
+// offsets, names, small data) and optionally bulk data placed at the next 64-byte (cache
+// line) boundary of the region. Records start at 8-byte boundaries.
 //
 // Commit point: the fence after the header, payload and data have been stored and flushed.
 // A record is committed iff its header checksum verifies, it carries the region's epoch and
@@ -32,7 +32,10 @@ public enum LogRecordType: UInt16, Sendable, CaseIterable {
 
 public struct LogRecordHeader: Equatable, Sendable {
     public static let encodedBytes = 32
-    public static let dataAlignment: UInt64 = UInt64(Format.blockBytes)
+    /// Bulk data starts on a cache line: the writer streams header and payload as whole
+    /// lines, zero-padded up to the data (docs/format.md "Whole cache lines"), so this is at
+    /// least the line size. (Version 1 used 4096: twice the log per 4 KiB write.)
+    public static let dataAlignment: UInt64 = 64
     public static let recordAlignment: UInt64 = 8
 
     public var sequence: UInt64

@@ -151,17 +151,17 @@ struct MkfsStatusTests {
         for copy in [0, 4096] {
             try patch(scratch.nvm, at: copy) { block in
                 block.withUnsafeMutableBytes { bytes in
-                    bytes.storeBytes(of: UInt32(2).littleEndian, toByteOffset: 8, as: UInt32.self)
+                    bytes.storeBytes(of: UInt32(3).littleEndian, toByteOffset: 8, as: UInt32.self)
                     StructureChecksum.seal(bytes, crcOffset: 12)
                 }
             }
         }
         let result = try ShaleCommand.run(["status", scratch.directory])
         #expect(result.status == 1)
-        #expect(result.stderr.contains("format version 2, but this shale reads version 1"), "\(result.all)")
+        #expect(result.stderr.contains("format version 3, but this shale reads version 2"), "\(result.all)")
         // Nothing was "repaired" into the older format.
         let head = try Data(contentsOf: URL(fileURLWithPath: scratch.nvm)).prefix(12)
-        #expect(head[8] == 2)
+        #expect(head[8] == 3)
     }
 
     @Test func statusRefusesAForeignNVMRegion() throws {
@@ -222,7 +222,7 @@ struct MkfsStatusTests {
     @Test func statusRejectsAGarbageManifest() throws {
         let scratch = Scratch()
         #expect(try ShaleCommand.run(scratch.smallMkfs).status == 0)
-        try "format = 1\nuuid = not-a-uuid\n".write(toFile: scratch.path("shale.volume"), atomically: true, encoding: .utf8)
+        try "format = 2\nuuid = not-a-uuid\n".write(toFile: scratch.path("shale.volume"), atomically: true, encoding: .utf8)
         let result = try ShaleCommand.run(["status", scratch.directory])
         #expect(result.status == 1)
         #expect(result.stderr.contains("volume manifest: invalid uuid"), "\(result.all)")

@@ -86,20 +86,20 @@ extension MountSuites.MountBadInputTests {
         fixture.unmount(point, daemon: daemon)
 
         // Both copies of a newer version (a volume from a newer shale): refused, in the
-        // foreground and in the background, and not "repaired" into version 1.
-        try setVersion(2, nvm: nvm, copies: [0, 1])
+        // foreground and in the background, and not "repaired" into version 2.
+        try setVersion(3, nvm: nvm, copies: [0, 1])
         for mode in [["-f"], []] {
             let result = try ShaleCommand.run(["mount", volume, point, "-o", "fsname=\(fixture.fsname)"] + mode)
-            #expect(result.status == 1 && result.stderr.contains("format version 2, but this shale reads version 1"),
+            #expect(result.status == 1 && result.stderr.contains("format version 3, but this shale reads version 2"),
                     "\(mode): \(result.all)")
             #expect(!fixture.isMounted(point))
         }
-        #expect(try versionField(nvm, copy: 0) == 2 && versionField(nvm, copy: 1) == 2)
+        #expect(try versionField(nvm, copy: 0) == 3 && versionField(nvm, copy: 1) == 3)
         // Only one copy newer (an upgrade in progress): refused too.
-        try setVersion(1, nvm: nvm, copies: [0])
+        try setVersion(2, nvm: nvm, copies: [0])
         let oneCopy = try ShaleCommand.run(["mount", volume, point, "-f", "-o", "fsname=\(fixture.fsname)"])
-        #expect(oneCopy.status == 1 && oneCopy.stderr.contains("format version 2"), "\(oneCopy.all)")
-        #expect(try versionField(nvm, copy: 1) == 2)
+        #expect(oneCopy.status == 1 && oneCopy.stderr.contains("format version 3"), "\(oneCopy.all)")
+        #expect(try versionField(nvm, copy: 1) == 3)
         // Version 0 and a far one, named as they are.
         try setVersion(0, nvm: nvm, copies: [0, 1])
         let zero = try ShaleCommand.run(["mount", volume, point, "-f"])
@@ -109,14 +109,14 @@ extension MountSuites.MountBadInputTests {
         #expect(far.status == 1 && far.stderr.contains("format version 4294967295"), "\(far.all)")
         #expect(!fixture.isMounted(point))
 
-        // Back to version 1: it mounts, with the file intact. A version byte flipped without
+        // Back to version 2: it mounts, with the file intact. A version byte flipped without
         // resealing reads as damage to that copy, repaired from the other.
-        try setVersion(1, nvm: nvm, copies: [0, 1])
+        try setVersion(2, nvm: nvm, copies: [0, 1])
         try patchBlock(nvm, at: Superblock.copyOffsets[0]) { $0[8] ^= 0x02 }
         let again = try fixture.mountInForeground(on: point)
         #expect(try readFile(point + "/kept") == bytes("kept across the refusals"))
         fixture.unmount(point, daemon: again)
-        #expect(try versionField(nvm, copy: 0) == 1, "the damaged copy was repaired")
+        #expect(try versionField(nvm, copy: 0) == 2, "the damaged copy was repaired")
         fixture.expectFsckClean()
     }
 

@@ -92,11 +92,13 @@ struct OperationLogTests {
         try log.append(.create, payload: Array(repeating: 1, count: 60))
         #expect(log.usedBytes == 96, "32-byte header + 60 bytes, rounded to 8: no block per record")
         try log.append(.write, payload: Array(repeating: 2, count: 40), data: Array(repeating: 3, count: 4096))
-        #expect(log.usedBytes == 8192, "bulk data starts at the next 4096-byte boundary")
+        #expect(log.usedBytes == 192 + 4096, "bulk data starts at the next cache line (the record at 96: header, payload to 168)")
     }
 
     @Test func fullLogRefusesUntilReclaimed() throws {
         let (_, log) = Self.makeLog(regionBytes: 64 * 1024)
+        // Header and 1-byte payload in the first line, the data from the second: 4,160 bytes.
+        let recordBytes: UInt64 = 64 + 4096
         var appended = 0
         var lastSequence: UInt64 = 0
         while true {
@@ -104,16 +106,18 @@ struct OperationLogTests {
                 lastSequence = try log.append(.write, payload: [1], data: Array(repeating: 5, count: 4096))
                 appended += 1
             } catch {
-                #expect(error == .full(neededBytes: 8192, freeBytes: log.freeBytes))
+                // The next record would wrap: the region's rest is padding, then the record.
+                #expect(error == .full(neededBytes: 64 * 1024 - 15 * recordBytes + recordBytes, freeBytes: log.freeBytes))
                 break
             }
         }
-        #expect(appended == 8)
-        #expect(log.freeBytes < 8192)
+        #expect(appended == 15)
+        #expect(log.freeBytes < recordBytes)
         // KernFS digested the first three records: their space is reusable.
-        log.reclaim(upTo: 3 * 8192, sequence: 4)
+        log.reclaim(upTo: 3 * recordBytes, sequence: 4)
         try log.append(.write, payload: [1], data: Array(repeating: 5, count: 4096))
-        #expect(log.nextSequence == lastSequence + 2)
+        // The wrap record before it took a sequence number too.
+        #expect(log.nextSequence == lastSequence + 3)
     }
 
     /// Records are written as whole cache lines: one that starts inside a line rewrites the
@@ -164,7 +168,7 @@ struct OperationLogTests {
 
     @Test func aRecordLargerThanTheRegionIsRefused() {
         let (_, log) = Self.makeLog(regionBytes: 64 * 1024)
-        #expect(throws: LogError.tooLarge(recordBytes: 4096 + 65536, regionBytes: 65536)) {
+        #expect(throws: LogError.tooLarge(recordBytes: 64 + 65536, regionBytes: 65536)) {
             try log.append(.write, payload: [1], data: Array(repeating: 0, count: 65536))
         }
     }

@@ -19,7 +19,7 @@ struct DeviceHeaderTests {
     @Test func fieldOffsetsMatchTheSpec() {
         let bytes = Self.header.encode()
         #expect(Array(bytes[0 ..< 8]) == Array("SHALE".utf8) + [0] + Array("DV".utf8))
-        #expect(bytes.le(UInt32.self, at: 8) == 1)
+        #expect(bytes.le(UInt32.self, at: 8) == 2)
         var zeroed = bytes
         zeroed.setLE(UInt32(0), at: 12)
         #expect(bytes.le(UInt32.self, at: 12) == CRC32C.checksum(zeroed))
@@ -49,7 +49,7 @@ struct DeviceHeaderTests {
         var bytes = Self.header.encode()
         bytes.setLE(UInt32(7), at: 8)
         #expect(formatError { try decodeHeader(bytes.resealed(crcOffset: 12)) }
-            == .unsupportedVersion(structure: "device header", found: 7, supported: 1))
+            == .unsupportedVersion(structure: "device header", found: 7, supported: 2))
     }
 
     /// A device header names the volume that owns the device; a device swapped in from

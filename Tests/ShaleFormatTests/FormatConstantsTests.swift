@@ -3,7 +3,7 @@ import Testing
 
 struct FormatConstantsTests {
     @Test func numbersEveryStructureAgreesOn() {
-        #expect(Format.version == 1)
+        #expect(Format.version == 2)
         #expect(Format.blockBytes == 4096)
         #expect(Format.nameBytesMax == 255)
         #expect(Format.deviceSlots == 8)

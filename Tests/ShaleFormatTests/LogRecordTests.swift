@@ -71,15 +71,15 @@ struct LogRecordHeaderTests {
         #expect(parts.end == 4096 + 88)
     }
 
-    @Test func bulkDataStartsAtTheNext4096ByteBoundary() {
+    @Test func bulkDataStartsAtTheNextCacheLine() {
         let parts = LogRecordHeader.extent(at: 8, payloadBytes: 100, dataBytes: 5000)
         #expect(parts.payloadOffset == 40)
-        #expect(parts.dataOffset == 4096)
-        #expect(parts.end == 4096 + 5000)
-        // A payload that ends on a boundary needs no padding.
-        let exact = LogRecordHeader.extent(at: 0, payloadBytes: 4096 - 32, dataBytes: 1)
-        #expect(exact.dataOffset == 4096)
-        #expect(exact.end == 4096 + 8)
+        #expect(parts.dataOffset == 192)
+        #expect(parts.end == 192 + 5000)
+        // A payload that ends on a line boundary needs no padding.
+        let exact = LogRecordHeader.extent(at: 0, payloadBytes: 128 - 32, dataBytes: 1)
+        #expect(exact.dataOffset == 128)
+        #expect(exact.end == 128 + 8)
     }
 
     @Test func bodyChecksumCoversPayloadThenDataSeeded() {

@@ -103,7 +103,7 @@ struct SuperblockTests {
         let superblock = try SuperblockFixture.make()
         let bytes = superblock.encode()
         #expect(Array(bytes[0 ..< 8]) == Superblock.magic)
-        #expect(bytes.le(UInt32.self, at: 8) == 1)
+        #expect(bytes.le(UInt32.self, at: 8) == 2)
         var zeroed = bytes
         zeroed.setLE(UInt32(0), at: 12)
         #expect(bytes.le(UInt32.self, at: 12) == CRC32C.checksum(zeroed))
@@ -153,9 +153,9 @@ struct SuperblockTests {
 
     @Test func anotherFormatVersionIsRefusedAsSuch() throws {
         var bytes = try SuperblockFixture.make().encode()
-        bytes.setLE(UInt32(2), at: 8)
+        bytes.setLE(UInt32(3), at: 8)
         let error = formatError { try decodeSuperblock(bytes.resealed(crcOffset: 12)) }
-        #expect(error == .unsupportedVersion(structure: "superblock", found: 2, supported: 1))
+        #expect(error == .unsupportedVersion(structure: "superblock", found: 3, supported: 2))
     }
 
     @Test func anotherFileSystemIsBadMagic() {
