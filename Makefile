@@ -32,7 +32,7 @@ test: deps
 	$(SWIFT) build $(BUILD_FLAGS)
 	timeout 1200 $(SWIFT) test $(BUILD_FLAGS)
 	@# A sample of the two-operation crash workloads (the suite ran every one-operation one).
-	timeout 600 "$(BIN)/shale" crashtest --seq 2 --sample 12 --seed 1
+	timeout 900 "$(BIN)/shale" crashtest --seq 2 --sample 10 --seed 1
 
 # Makes a default file system in $(DEMO_DIR) and shows its status.
 demo: build
@@ -43,12 +43,14 @@ bench: deps-bench
 	@tools/bench/run
 
 # The crash-consistency harness, release build: every one-operation workload with the full
-# set of crash states, a sample of the two-operation ones, and the Fixtures/crashtest files.
+# set of crash states (and crashes during the recovery of one state each), a sample of the
+# two-operation ones, the Fixtures/crashtest files, and crashes during mkfs.
 crashtest: deps
 	$(SWIFT) build -c release --product shale
 	"$$($(SWIFT) build -c release --show-bin-path)/shale" crashtest --seq 1
 	"$$($(SWIFT) build -c release --show-bin-path)/shale" crashtest --seq 2 --sample 40
 	"$$($(SWIFT) build -c release --show-bin-path)/shale" crashtest $(addprefix --workload ,$(wildcard Fixtures/crashtest/*.txt))
+	"$$($(SWIFT) build -c release --show-bin-path)/shale" crashtest --mkfs
 
 # Every two-operation workload (484 of them; tens of minutes).
 crashtest-long: deps

@@ -21,10 +21,27 @@
 // newest contents reached the media), dropped (none did), or torn (each aligned 8-byte
 // word independently old or new). Crash states per fence: all kept; all dropped; every
 // keep/drop subset when at most `exhaustiveLines` lines are pending, otherwise
-// `sampledFates` random subsets; plus `tornFates` states with one random line torn. Random
+// `sampledFates` random subsets and three in store order (only the most recently stored
+// line kept; the newer half kept; all but the oldest kept: the crashes that find a commit
+// record persisted before what it commits, which a random subset of many lines rarely
+// is); plus `tornFates` states with one random line torn. Random
 // choices come from the workload's seed and the fence's ordinal, so a (fence, fate) pair
 // names one state and `--fence F --fate K` replays it. Block devices are not in this model
 // yet (the tiers are not either).
+//
+// Crashes during recovery: for `recoveryCrashStates` of the crash states (every line kept,
+// at the first fence after the last call returned — a log full of records to digest — and
+// at fences spread before it), the recovery itself runs on recording NVM and is crashed at
+// each of its fences in the same ways. Recovering again must give exactly the tree the
+// uninterrupted recovery gave (recovery is idempotent: it only digests committed records,
+// and a digest is redone from its durable cursor), and fsck must find the volume clean.
+// `--fence F --fate K --recovery-fence G --recovery-fate H` replays one such state.
+//
+// Crashes during mkfs (`runMkfs`): formatting runs on recording NVM that starts as zeros,
+// and is crashed at each of its fences. Its commit point is the first superblock copy made
+// durable: a crashed mkfs must read as "not a Shale file system" (nothing committed) or open
+// as the whole empty file system, fsck clean; never as damage ("both superblock copies
+// damaged") or anything in between.
 
 import KernFS
 import LibFS
@@ -47,9 +64,17 @@ public struct CrashTestOptions: Sendable {
     public var tornFates = 2
     /// Crash states per workload at most (then the explorer stops and says so).
     public var maxStates = 5000
+    /// Stop a workload at its first violation.
+    public var failFast = false
     /// Only this fence and fate (a replay), when set.
     public var onlyFence: Int?
     public var onlyFate: Int?
+    /// Crash states whose recovery is crashed in turn (0: none; none either in a replay of
+    /// one state, unless onlyRecoveryFence names a state of its recovery).
+    public var recoveryCrashStates = 1
+    /// Only this fence and fate of the recovery of the state named by onlyFence/onlyFate.
+    public var onlyRecoveryFence: Int?
+    public var onlyRecoveryFate: Int?
     /// The simulated NVM: small, so that each crash state is cheap to recover.
     public var nvmBytes = 8 << 20
     public var logBytes: UInt64 = 128 << 10
@@ -62,6 +87,10 @@ public struct CrashViolation: Sendable, CustomStringConvertible {
     public var fence: Int
     public var fate: Int
     public var fateDescription: String
+    /// A crash during the recovery of that state: the recovery's fence and fate.
+    public var recoveryFence: Int?
+    public var recoveryFate: Int?
+    public var recoveryFateDescription = ""
     /// Events of the recorded run applied when it crashed.
     public var eventCount: Int
     public var callsReturned: Int
@@ -70,8 +99,11 @@ public struct CrashViolation: Sendable, CustomStringConvertible {
     public var found: TreeSnapshot?
 
     public var description: String {
-        var lines = ["crash before fence \(fence) (event \(eventCount)), fate \(fate): \(fateDescription)",
-                     "\(callsReturned) call(s) had returned; \(reason)"]
+        var lines = ["crash before fence \(fence) (event \(eventCount)), fate \(fate): \(fateDescription)"]
+        if let recoveryFence, let recoveryFate {
+            lines.append("then a crash during its recovery, before the recovery's fence \(recoveryFence), fate \(recoveryFate): \(recoveryFateDescription)")
+        }
+        lines.append("\(callsReturned) call(s) had returned; \(reason)")
         for (index, tree) in allowed.enumerated() {
             lines.append("  allowed tree \(index + 1) (after \(callsReturned + index) call(s)):")
             lines.append(tree.description)
@@ -87,7 +119,10 @@ public struct CrashViolation: Sendable, CustomStringConvertible {
 public struct WorkloadResult: Sendable {
     public var workload: Workload
     public var fences = 0
+    /// Crash states checked, those during recovery included.
     public var states = 0
+    /// Of them, crashes during a recovery.
+    public var recoveryStates = 0
     /// Distinct trees recovery produced.
     public var distinctTrees = 0
     public var violations: [CrashViolation] = []
@@ -108,9 +143,19 @@ public enum CrashExplorer {
     /// `oracleShift` (tests only: proof that the comparison is not vacuous) judges every
     /// state against the trees that many calls later.
     public static func run(_ workload: Workload, options: CrashTestOptions = CrashTestOptions(), oracleShift: Int = 0) -> WorkloadResult {
+        timed { explore(workload, options: options, oracleShift: oracleShift) }
+    }
+
+    /// `body`'s result with the seconds it took.
+    static func timed(_ body: () -> WorkloadResult) -> WorkloadResult {
         let started = monotonicSeconds()
+        var result = body()
+        result.seconds = monotonicSeconds() - started
+        return result
+    }
+
+    static func explore(_ workload: Workload, options: CrashTestOptions, oracleShift: Int) -> WorkloadResult {
         var result = WorkloadResult(workload: workload)
-        defer { result.seconds = monotonicSeconds() - started }
         let base: [UInt8]
         let oracle: [TreeSnapshot]
         let oracleErrors: [Errno?]
@@ -132,6 +177,7 @@ public enum CrashExplorer {
         let returned = trace.marks.filter { $0.label.hasPrefix("returned") }.map(\.eventCount)
         let model = CacheLineModel(image: base)
         var trees: Set<TreeSnapshot> = []
+        let recoveryCrashFences = recoveryCrashFences(trace, returned: returned, options: options)
         var fence = 0
         for (index, event) in trace.events.enumerated() {
             if event == .fence {
@@ -139,8 +185,9 @@ public enum CrashExplorer {
                     let callsReturned = returned.filter { $0 <= index }.count
                     let first = min(callsReturned + oracleShift, oracle.count - 1)
                     let allowed = Array(oracle[first ... min(first + 1, oracle.count - 1)])
-                    for (fateIndex, fate) in fates(pending: model.pendingLines, fence: fence, options: options).enumerated() {
+                    for (fateIndex, fate) in fates(pending: model.pendingLines, byLastStore: model.pendingLinesByLastStore, fence: fence, options: options).enumerated() {
                         if let only = options.onlyFate, only != fateIndex { continue }
+                        if options.failFast, !result.violations.isEmpty { break }
                         guard result.states < options.maxStates else {
                             result.budgetExhausted = true
                             break
@@ -157,6 +204,154 @@ public enum CrashExplorer {
                             result.violations.append(CrashViolation(fence: fence, fate: fateIndex, fateDescription: fate.description,
                                                                     eventCount: index, callsReturned: callsReturned, reason: reason,
                                                                     allowed: allowed, found: outcome.tree))
+                        } else if let tree = outcome.tree,
+                                  options.onlyRecoveryFence != nil
+                                      || (options.onlyFence == nil && fateIndex == 0 && recoveryCrashFences.contains(fence)) {
+                            let primary = CrashViolation(fence: fence, fate: fateIndex, fateDescription: fate.description,
+                                                         eventCount: index, callsReturned: callsReturned, reason: "",
+                                                         allowed: [tree], found: nil)
+                            crashRecovery(of: image, expected: tree, primary: primary, options: options, result: &result)
+                        }
+                    }
+                }
+                fence += 1
+            }
+            model.apply(event)
+        }
+        result.fences = fence
+        result.distinctTrees = trees.count
+        return result
+    }
+
+    /// The fences whose every-line-kept state has its recovery crashed: the first fence
+    /// after the last call returned (recovery then digests every record), and up to
+    /// `recoveryCrashStates` - 1 more spread evenly before it.
+    static func recoveryCrashFences(_ trace: PersistenceTrace, returned: [Int], options: CrashTestOptions) -> Set<Int> {
+        guard options.recoveryCrashStates > 0 else { return [] }
+        let fenceEvents = trace.events.indices.filter { trace.events[$0] == .fence }
+        guard !fenceEvents.isEmpty else { return [] }
+        let lastReturned = returned.last ?? 0
+        let last = fenceEvents.firstIndex { $0 >= lastReturned } ?? fenceEvents.count - 1
+        var chosen: Set<Int> = [last]
+        let more = options.recoveryCrashStates - 1
+        if more > 0 {
+            for step in 1 ... more { chosen.insert(last * step / (more + 1)) }
+        }
+        return chosen
+    }
+
+    /// Crashes the recovery of `image` at each of its fences; each state, recovered again,
+    /// must give `expected` (the uninterrupted recovery's tree) and a clean fsck.
+    static func crashRecovery(of image: [UInt8], expected: TreeSnapshot, primary: CrashViolation, options: CrashTestOptions,
+                              result: inout WorkloadResult) {
+        let nvm = SimulatedPersistentMemory(image: image, recordsTrace: true)
+        do {
+            let fs = try open(nvm)
+            _ = try TreeSnapshot(of: fs)
+            try fs.close()
+        } catch {
+            var violation = primary
+            violation.reason = "the recorded recovery failed: \(error)"
+            result.violations.append(violation)
+            return
+        }
+        let model = CacheLineModel(image: image)
+        var fence = 0
+        for (index, event) in nvm.trace.events.enumerated() {
+            if event == .fence {
+                if options.onlyRecoveryFence == nil || options.onlyRecoveryFence == fence {
+                    // Fates of recovery fences draw from their own stream (fence numbers past
+                    // any workload's).
+                    let fates = fates(pending: model.pendingLines, byLastStore: model.pendingLinesByLastStore, fence: (1 << 40) + (primary.fence << 20) + fence, options: options)
+                    for (fateIndex, fate) in fates.enumerated() {
+                        if let only = options.onlyRecoveryFate, only != fateIndex { continue }
+                        if options.failFast, !result.violations.isEmpty { break }
+                        guard result.states < options.maxStates else {
+                            result.budgetExhausted = true
+                            return
+                        }
+                        result.states += 1
+                        result.recoveryStates += 1
+                        let outcome = recover(model.crashImage(fate: fate.choose))
+                        var reason = outcome.failure
+                        if reason == nil, outcome.tree != expected {
+                            reason = "recovering again gave another tree than the uninterrupted recovery"
+                        }
+                        if let reason {
+                            var violation = primary
+                            violation.recoveryFence = fence
+                            violation.recoveryFate = fateIndex
+                            violation.recoveryFateDescription = fate.description
+                            violation.reason = reason + " (event \(index) of the recovery)"
+                            violation.found = outcome.tree
+                            result.violations.append(violation)
+                        }
+                    }
+                }
+                fence += 1
+            }
+            model.apply(event)
+        }
+    }
+
+    // MARK: - Crashes during mkfs
+
+    /// The name `runMkfs` reports under.
+    public static let mkfsWorkloadName = "mkfs"
+
+    /// Crashes mkfs at each of its fences (see the file's opening comment).
+    public static func runMkfs(options: CrashTestOptions = CrashTestOptions()) -> WorkloadResult {
+        timed { exploreMkfs(options: options) }
+    }
+
+    static func exploreMkfs(options: CrashTestOptions) -> WorkloadResult {
+        var result = WorkloadResult(workload: Workload(name: mkfsWorkloadName, setup: [], operations: []))
+        let zeros = [UInt8](repeating: 0, count: options.nvmBytes)
+        let nvm = SimulatedPersistentMemory(image: zeros, recordsTrace: true)
+        let formatted: TreeSnapshot
+        do {
+            _ = try Formatter.format(nvm: nvm, nvmPathHint: "crashtest.nvm", lowerDevices: [], options: formatOptions(options))
+            let fs = try open(SimulatedPersistentMemory(image: nvm.durableImage, recordsTrace: false))
+            formatted = try TreeSnapshot(of: fs)
+            try fs.close()
+        } catch {
+            result.invalid = "mkfs without a crash failed: \(error)"
+            return result
+        }
+        let model = CacheLineModel(image: zeros)
+        var trees: Set<TreeSnapshot> = []
+        var fence = 0
+        for (index, event) in nvm.trace.events.enumerated() {
+            if event == .fence {
+                if options.onlyFence == nil || options.onlyFence == fence {
+                    for (fateIndex, fate) in fates(pending: model.pendingLines, byLastStore: model.pendingLinesByLastStore, fence: fence, options: options).enumerated() {
+                        if let only = options.onlyFate, only != fateIndex { continue }
+                        if options.failFast, !result.violations.isEmpty { break }
+                        guard result.states < options.maxStates else {
+                            result.budgetExhausted = true
+                            break
+                        }
+                        result.states += 1
+                        let image = model.crashImage(fate: fate.choose)
+                        var reason: String?
+                        var found: TreeSnapshot?
+                        do {
+                            _ = try Volume(nvm: SimulatedPersistentMemory(image: image, recordsTrace: false), nvmName: "crashtest.nvm",
+                                           lowerDevices: [], repair: false)
+                            let outcome = recover(image)
+                            found = outcome.tree
+                            reason = outcome.failure
+                            if reason == nil, outcome.tree != formatted { reason = "it opens, but not as the empty file system mkfs makes" }
+                            if let tree = outcome.tree { trees.insert(tree) }
+                        } catch VolumeError.notShale {
+                            // Nothing committed: allowed.
+                        } catch {
+                            reason = "it reads neither as unformatted nor as a file system: \(error)"
+                        }
+                        if let reason {
+                            result.violations.append(CrashViolation(fence: fence, fate: fateIndex, fateDescription: fate.description,
+                                                                    eventCount: index, callsReturned: 0, reason: "a crash during mkfs: " + reason,
+                                                                    allowed: [formatted], found: found))
                         }
                     }
                 }
@@ -171,17 +366,22 @@ public enum CrashExplorer {
 
     // MARK: - The three runs
 
-    /// The volume after the setup calls, everything digested and the file system closed.
-    static func startingImage(_ workload: Workload, options: CrashTestOptions) throws -> [UInt8] {
-        let nvm = SimulatedPersistentMemory(byteCount: options.nvmBytes, recordsTrace: false)
+    /// The volume the explorer formats: small, with fixed identities, so that the same
+    /// workload gives the same images, run after run.
+    static func formatOptions(_ options: CrashTestOptions) -> FormatOptions {
         var format = FormatOptions()
         format.logRegionCount = 2
         format.logRegionBytes = options.logBytes
         format.nowSeconds = 1_700_000_000
-        // Fixed identities: the same workload gives the same images, run after run.
         format.volumeID = VolumeID(bytes: Array(0x51 ..< 0x61))
         format.directoryHashKey = DirectoryHashKey(k0: 0x5348_414C_4521, k1: 0x4352_4153_4854)
-        let superblock = try Formatter.format(nvm: nvm, nvmPathHint: "crashtest.nvm", lowerDevices: [], options: format)
+        return format
+    }
+
+    /// The volume after the setup calls, everything digested and the file system closed.
+    static func startingImage(_ workload: Workload, options: CrashTestOptions) throws -> [UInt8] {
+        let nvm = SimulatedPersistentMemory(byteCount: options.nvmBytes, recordsTrace: false)
+        let superblock = try Formatter.format(nvm: nvm, nvmPathHint: "crashtest.nvm", lowerDevices: [], options: formatOptions(options))
         let fs = try SimulatedFS(kernel: try EmbeddedKernel(nvm: nvm, superblock: superblock), credentials: root, background: false)
         for (index, operation) in workload.setup.enumerated() {
             do throws(Errno) { try operation.apply(to: fs) } catch {
@@ -198,18 +398,23 @@ public enum CrashExplorer {
         return try SimulatedFS(kernel: try EmbeddedKernel(nvm: nvm, superblock: volume.superblock), credentials: root, background: false)
     }
 
-    /// The tree after 0, 1, … n calls, and what each call answered.
+    /// The tree after 0, 1, … n calls (an operation may be several calls: a long write),
+    /// and what each operation answered.
     static func oracleTrees(_ workload: Workload, base: [UInt8]) throws -> ([TreeSnapshot], [Errno?]) {
         let fs = try open(SimulatedPersistentMemory(image: base, recordsTrace: false))
         var trees = [try TreeSnapshot(of: fs)]
         var errors: [Errno?] = []
+        var snapshotFailure: (any Error)?
         for operation in workload.operations {
             do throws(Errno) {
-                try operation.apply(to: fs)
+                try operation.apply(to: fs) {
+                    do { trees.append(try TreeSnapshot(of: fs)) } catch { snapshotFailure = error }
+                }
                 errors.append(nil)
             } catch {
                 errors.append(error)
             }
+            if let snapshotFailure { throw snapshotFailure }
             trees.append(try TreeSnapshot(of: fs))
         }
         fs.abandon()
@@ -222,8 +427,12 @@ public enum CrashExplorer {
         let fs = try open(nvm)
         var errors: [Errno?] = []
         for (index, operation) in workload.operations.enumerated() {
+            var call = 0
             do throws(Errno) {
-                try operation.apply(to: fs)
+                try operation.apply(to: fs) {
+                    nvm.mark("returned \(index).\(call)")
+                    call += 1
+                }
                 errors.append(nil)
             } catch {
                 errors.append(error)
@@ -278,7 +487,7 @@ public enum CrashExplorer {
     }
 
     /// The crash states at one fence, in a fixed order (the replay names them by index).
-    static func fates(pending: [Int], fence: Int, options: CrashTestOptions) -> [Fate] {
+    static func fates(pending: [Int], byLastStore: [Int], fence: Int, options: CrashTestOptions) -> [Fate] {
         var result = [Fate(description: "every pending line kept (\(pending.count))", choose: { _ in .keep })]
         guard !pending.isEmpty else { return result }
         result.append(Fate(description: "every pending line dropped (\(pending.count))", choose: { _ in .drop }))
@@ -294,6 +503,13 @@ public enum CrashExplorer {
         } else {
             for _ in 0 ..< options.sampledFates {
                 result.append(subset(Set(pending.filter { _ in generator.next() & 1 == 1 })))
+            }
+            let count = byLastStore.count
+            for (kept, what) in [(1, "the most recently stored line"), (count / 2, "the newer half, by last store"),
+                                 (count - 1, "all but the least recently stored line")] {
+                let newest = Set(byLastStore.suffix(kept))
+                result.append(Fate(description: "\(what) kept: \(newest.sorted().map(String.init).joined(separator: ",")); the other \(count - kept) dropped",
+                                   choose: { newest.contains($0) ? .keep : .drop }))
             }
         }
         for _ in 0 ..< options.tornFates {

@@ -64,8 +64,11 @@ public enum WorkloadOperation: Equatable, Sendable {
     }
 
     /// Applies the operation through LibFS. An errno is a result like any other (the
-    /// workload may try what fails): the oracle run gets the same one.
-    func apply<Kernel: FileSystemKernel>(to fs: FileSystem<Kernel>) throws(Errno) {
+    /// workload may try what fails): the oracle run gets the same one. Most operations are
+    /// one call; a write longer than LibFS takes at once (`writeBytesMax`) is several
+    /// pwrite calls, each its own unit of the contract, and `returned` runs after each
+    /// but the last (the caller marks the operation's end).
+    func apply<Kernel: FileSystemKernel>(to fs: FileSystem<Kernel>, returned: () -> Void = {}) throws(Errno) {
         switch self {
         case let .creat(path):
             try fs.close(try fs.open(Path(path), [.create, .writeOnly], mode: 0o644))
@@ -78,6 +81,7 @@ public enum WorkloadOperation: Equatable, Sendable {
             let bytes = Self.pattern(seed: seed, offset: offset, length: length)
             while done < bytes.count {
                 done += try fs.pwrite(handle, Array(bytes[done...]), at: offset + UInt64(done))
+                if done < bytes.count { returned() }
             }
         case let .truncate(path, size):
             try fs.truncate(Path(path), size: size)

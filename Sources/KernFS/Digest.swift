@@ -228,14 +228,14 @@ public final class Digester<NVM: PersistentMemory>: @unchecked Sendable {
             let cursorOffset = report.cursorOffset, cursorSequence = report.cursorSequence
             // Durability point of the batch: the journal's commit fence.
             let cursorAt = cursorOffset + UInt64(LogRecordHeader.encodedBytes) > layout.logRegionBytes ? 0 : cursorOffset
-            try commit(batch) {
+            try commit(batch, last: {
                 if PlantedBug.active == .cursorBeforeApply {
                     // Planted: the cursor durable at once, before the changes it covers commit.
                     try logTable.advanceDigestCursor(region, offset: cursorAt, sequence: cursorSequence)
                 } else {
                     try logTable.advanceDigestCursor(region, offset: cursorAt, sequence: cursorSequence, in: transaction)
                 }
-            }
+            }, fenced: PlantedBug.active != .earlyReclaim)
             // Numbers of coalesced creates were never written: free for anyone again.
             inodes.release(released)
             return report
@@ -519,7 +519,7 @@ public final class Digester<NVM: PersistentMemory>: @unchecked Sendable {
     }
 
     /// Frees what the batch stopped referencing, runs `last` (the digest cursor), commits.
-    private func commit(_ batch: Batch, last: () throws -> Void = {}) throws(DigestError) {
+    private func commit(_ batch: Batch, last: () throws -> Void = {}, fenced: Bool = true) throws(DigestError) {
         do {
             for freed in batch.freed { try allocator.free(freed, in: batch.transaction) }
             try last()
@@ -527,8 +527,14 @@ public final class Digester<NVM: PersistentMemory>: @unchecked Sendable {
             rollBack(batch.transaction)
             throw .damaged("\(error)")
         }
+        // Durability point: the file data the batch copied into blocks (stored and flushed,
+        // not yet fenced) is durable before the journal's commit record can be. The journal
+        // checksums only its own writes: without this fence a crash could keep a commit
+        // that maps new blocks, and advances the cursor past their records, while their
+        // contents were lost (found by `shale crashtest`, Fixtures/crashtest/log-wrap.txt).
+        if fenced, PlantedBug.active != .digestDataUnordered { nvm.fence() }
         do {
-            try batch.transaction.commit()
+            try batch.transaction.commit(fenced: fenced)
         } catch {
             try? allocator.reload()
             try? inodes.reload()

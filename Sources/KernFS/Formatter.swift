@@ -139,6 +139,12 @@ public enum Formatter {
                                     rootInode: rootInode, label: options.label,
                                     directoryHashKey: options.directoryHashKey, layout: layout,
                                     devices: planned.devices.map { Optional($0) })
+        if PlantedBug.active == .tornSuperblock {
+            // Planted: both copies stored whole, then one fence.
+            for copy in Superblock.copyOffsets.reversed() { superblock.encode().withUnsafeBytes { nvm.storeFlush($0, at: copy) } }
+            nvm.fence()
+            return superblock
+        }
         for copy in Superblock.copyOffsets.reversed() {
             writeSuperblockCopy(superblock, to: nvm, at: copy)
         }

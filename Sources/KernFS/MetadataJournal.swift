@@ -81,10 +81,14 @@ public final class MetadataJournal<NVM: PersistentMemory>: @unchecked Sendable {
 
     /// Commits `writes` as one transaction and applies them; on return they are durable in
     /// place. Later writes to the same bytes win, as if applied in order.
-    public func commit(_ writes: [JournalWrite]) throws(JournalError) {
+    /// (`fenced: false`: the planted bug early-reclaim, see MetadataTransaction.commit.)
+    public func commit(_ writes: [JournalWrite], fenced: Bool = true) throws(JournalError) {
         // Even with nothing to journal, the fence is what makes the caller's ordered writes
         // (stored and flushed before commit) durable.
-        guard !writes.isEmpty else { nvm.fence(); return }
+        guard !writes.isEmpty else {
+            if fenced { nvm.fence() }
+            return
+        }
         // The same rules recovery applies, checked before the commit point: a transaction
         // recovery would call damage is never committed.
         for (index, write) in writes.enumerated() {
@@ -103,11 +107,11 @@ public final class MetadataJournal<NVM: PersistentMemory>: @unchecked Sendable {
         encoded.body.withUnsafeBytes { nvm.storeFlush($0, at: area + JournalTransactionHeader.encodedBytes) }
         encoded.header.withUnsafeBytes { nvm.storeFlush($0, at: area) }
         // Commit point.
-        nvm.fence()
+        if fenced { nvm.fence() }
         if let exclusive = applyExclusively {
-            exclusive { apply(writes, sequence: sequence) }
+            exclusive { apply(writes, sequence: sequence, fenced: fenced) }
         } else {
-            apply(writes, sequence: sequence)
+            apply(writes, sequence: sequence, fenced: fenced)
         }
     }
 
@@ -138,7 +142,7 @@ public final class MetadataJournal<NVM: PersistentMemory>: @unchecked Sendable {
         return (sequence, writes)
     }
 
-    private func apply(_ writes: [JournalWrite], sequence: UInt64) {
+    private func apply(_ writes: [JournalWrite], sequence: UInt64, fenced: Bool = true) {
         for write in writes {
             precondition(allowed.contains(write.offset) && !forbidden.contains { $0.contains(write.offset) },
                          "a journal write outside the shared area")
@@ -146,9 +150,10 @@ public final class MetadataJournal<NVM: PersistentMemory>: @unchecked Sendable {
             verifiedBlocks.invalidate(write.offset ..< write.offset + UInt64(write.bytes.count))
         }
         generation.add(1, ordering: .releasing)
-        nvm.fence()
+        if fenced { nvm.fence() }
         // Retired: the transaction area may be reused.
         nvm.storeWord(sequence, at: base + JournalControl.appliedSequenceOffset)
-        nvm.persist(offset: base + JournalControl.appliedSequenceOffset, count: 8)
+        nvm.flush(offset: base + JournalControl.appliedSequenceOffset, count: 8)
+        if fenced { nvm.fence() }
     }
 }

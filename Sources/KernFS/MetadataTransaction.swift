@@ -284,15 +284,16 @@ public final class MetadataTransaction<NVM: PersistentMemory> {
     }
 
     /// Commit point of the transaction: the journal's commit fence. On return every change is
-    /// durable in place; the transaction is empty again.
-    public func commit() throws(JournalError) {
+    /// durable in place; the transaction is empty again. (`fenced: false` only for the
+    /// planted bug early-reclaim: everything stored and flushed, durable at a later fence.)
+    public func commit(fenced: Bool = true) throws(JournalError) {
         do {
             let actions = beforeCommitActions
             beforeCommitActions.removeAll()
             for action in actions { try action() }
             reservedJournalBytes = 0
             reseal()
-            try journal.commit(journalWrites)
+            try journal.commit(journalWrites, fenced: fenced)
         } catch {
             abort()
             throw error

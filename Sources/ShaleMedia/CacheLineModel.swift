@@ -39,6 +39,10 @@ public final class CacheLineModel {
     /// Indices of lines whose newest contents are not yet guaranteed durable, ascending.
     public var pendingLines: [Int] { pending.sorted() }
 
+    /// The same lines, the least recently stored first: a crash that keeps the newest and
+    /// drops the oldest is the one that finds a commit record persisted before its payload.
+    public var pendingLinesByLastStore: [Int] { pending.sorted { lastStore[$0]! < lastStore[$1]! } }
+
     public func apply(_ event: PersistenceEvent) {
         switch event {
         case let .store(offset, bytes): store(bytes, at: offset)
@@ -57,8 +61,10 @@ public final class CacheLineModel {
         current.withUnsafeMutableBytes { target in
             (target.baseAddress! + offset).copyMemory(from: bytes.baseAddress!, byteCount: bytes.count)
         }
+        storeCount += 1
         for line in lines(offset, bytes.count) {
             pending.insert(line)
+            lastStore[line] = storeCount
             // A store after a flush keeps the line pending past the next fence; the flushed
             // snapshot still becomes durable then (the write-back already carries it).
             if snapshots[line] != nil { dirtyAfterFlush.insert(line) }
@@ -77,7 +83,10 @@ public final class CacheLineModel {
         for (line, snapshot) in snapshots {
             let start = line * Self.lineBytes
             durable.replaceSubrange(start ..< start + snapshot.count, with: snapshot)
-            if !dirtyAfterFlush.contains(line) { pending.remove(line) }
+            if !dirtyAfterFlush.contains(line) {
+                pending.remove(line)
+                lastStore[line] = nil
+            }
         }
         snapshots.removeAll(keepingCapacity: true)
         dirtyAfterFlush.removeAll(keepingCapacity: true)
@@ -112,6 +121,9 @@ public final class CacheLineModel {
     private var snapshots: [Int: [UInt8]] = [:]
     /// Flushed lines stored to again before the fence.
     private var dirtyAfterFlush: Set<Int> = []
+    /// Per pending line, the number of the last store to it (stores counted from 1).
+    private var lastStore: [Int: Int] = [:]
+    private var storeCount = 0
 
     private func lineContents(_ line: Int) -> [UInt8] {
         let start = line * Self.lineBytes

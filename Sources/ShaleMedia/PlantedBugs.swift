@@ -20,6 +20,18 @@ public enum PlantedBug: String, CaseIterable, Sendable {
     /// The digest makes its cursor durable before the batch's shared-area changes commit:
     /// a crash between them skips records that were never applied.
     case cursorBeforeApply = "cursor-before-apply"
+    /// The digest returns with its batch's commit stored and flushed but not fenced, and
+    /// LibFS reclaims the batch's log space at once: new records may overwrite log records
+    /// whose shared-area changes are not yet durable (space reclaimed too early).
+    case earlyReclaim = "early-reclaim"
+    /// mkfs writes each superblock copy whole, magic included, and makes both durable with
+    /// one fence at the end: a crash can tear both copies (the volume reads as damaged, not
+    /// as unformatted).
+    case tornSuperblock = "torn-superblock"
+    /// The digest commits its journal transaction without first fencing the file data it
+    /// copied into new blocks: the commit may persist while the data does not (a bug the
+    /// harness found in the real code, kept here so that it stays found).
+    case digestDataUnordered = "digest-data-unordered"
 
     /// The bug this process runs with, if any (debug builds only).
     #if SHALE_PLANTED_BUGS

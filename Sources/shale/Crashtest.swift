@@ -24,10 +24,14 @@ struct Crashtest: ParsableCommand {
         granularity (every keep/drop subset when few lines are pending, a seeded sample \
         otherwise, and a few tears). Each state is recovered with the production code; the \
         tree must equal the tree after the calls that had returned, or after the call in \
-        flight too, and fsck must find the volume clean. docs/consistency.md says more.
+        flight too, and fsck must find the volume clean. Recovery is crashed too: for \
+        --recovery-crashes states per workload it runs on recording NVM and is crashed at \
+        each of its fences; recovering again must give the tree the uninterrupted recovery \
+        gave. docs/consistency.md says more.
 
         Workloads: --seq N generates every sequence of N operations from a fixed set (ACE \
-        style); --workload FILE reads one operation per line (the format is in \
+        style); --random N draws N long ones with --seed, digests forced at random points; \
+        --workload FILE reads one operation per line (the format is in \
         docs/consistency.md; every report prints its workload in it). A failure prints the \
         workload, the crash state, the allowed and the recovered trees, and the command that \
         replays exactly that state. Exit status 1 when any workload fails.
@@ -38,6 +42,15 @@ struct Crashtest: ParsableCommand {
 
     @Option(help: ArgumentHelp("Bounded workloads: every sequence of this many operations (1, 2 or 3).", valueName: "n"))
     var seq: Int?
+
+    @Option(help: ArgumentHelp("Random long workloads: this many, drawn with --seed, with digests forced at random points.", valueName: "n"))
+    var random: Int?
+
+    @Option(help: ArgumentHelp("Calls per random workload.", valueName: "n"))
+    var length: Int = RandomWorkloads.defaultLength
+
+    @Flag(help: "Crash mkfs instead, at each of its fences: the volume must read as unformatted or as the whole empty file system.")
+    var mkfs = false
 
     @Option(help: "Seeds the sampled crash states (and --sample).")
     var seed: UInt64 = 1
@@ -60,17 +73,40 @@ struct Crashtest: ParsableCommand {
     @Option(help: ArgumentHelp("Replay: only this crash state at that fence.", valueName: "n"))
     var fate: Int?
 
+    @Option(name: .customLong("recovery-crashes"),
+            help: ArgumentHelp("Crash states per workload whose recovery is crashed in turn, at each of its fences (0: none).", valueName: "n"))
+    var recoveryCrashes: Int = 1
+
+    @Option(name: .customLong("recovery-fence"), help: ArgumentHelp("Replay: crash the recovery of the --fence/--fate state before this fence of it.", valueName: "n"))
+    var recoveryFence: Int?
+
+    @Option(name: .customLong("recovery-fate"), help: ArgumentHelp("Replay: only this crash state at that recovery fence.", valueName: "n"))
+    var recoveryFate: Int?
+
     @Option(help: ArgumentHelp("Run with this known bug planted (debug builds only): \(PlantedBug.allCases.map(\.rawValue).joined(separator: ", ")). The harness must fail.",
                                valueName: "bug"))
     var plant: String?
+
+    @Flag(name: .customLong("fail-fast"), help: "Stop each workload at its first failing crash state.")
+    var failFast = false
 
     @Flag(help: "A line per workload, not only for failures.")
     var verbose = false
 
     func validate() throws {
         if let seq, !(1 ... 3).contains(seq) { throw ValidationError("--seq is 1, 2 or 3") }
-        if seq != nil, !workloadFiles.isEmpty { throw ValidationError("give --seq or --workload, not both") }
+        if [seq != nil, !workloadFiles.isEmpty, random != nil, mkfs].filter({ $0 }).count > 1 {
+            throw ValidationError("give one of --seq, --workload, --random and --mkfs")
+        }
+        if let random, random < 1 { throw ValidationError("--random is at least 1") }
+        if length < 1 { throw ValidationError("--length is at least 1") }
+        if mkfs, only != nil || sample != nil || recoveryFence != nil {
+            throw ValidationError("--mkfs takes no workloads (--only, --sample, --recovery-fence)")
+        }
         if fate != nil, fence == nil { throw ValidationError("--fate needs --fence") }
+        if recoveryFence != nil, fence == nil || fate == nil { throw ValidationError("--recovery-fence needs --fence and --fate") }
+        if recoveryFate != nil, recoveryFence == nil { throw ValidationError("--recovery-fate needs --recovery-fence") }
+        if recoveryCrashes < 0 { throw ValidationError("--recovery-crashes is 0 or more") }
         if let jobs, jobs < 1 { throw ValidationError("--jobs is at least 1") }
         if maxStates < 1 { throw ValidationError("--max-states is at least 1") }
         if let plant {
@@ -100,7 +136,11 @@ struct Crashtest: ParsableCommand {
                 throw Output.fail("crashtest", "\(file): \(error)")
             }
         }
-        if workloadFiles.isEmpty {
+        if mkfs {
+            workloads = [(Workload(name: CrashExplorer.mkfsWorkloadName, setup: [], operations: []), nil)]
+        } else if let random {
+            workloads = RandomWorkloads.workloads(count: random, length: length, seed: seed).map { ($0, nil) }
+        } else if workloadFiles.isEmpty {
             workloads = BoundedWorkloads.sequences(of: seq ?? 1).map { ($0, nil) }
         }
         if let only {
@@ -116,6 +156,10 @@ struct Crashtest: ParsableCommand {
         options.maxStates = maxStates
         options.onlyFence = fence
         options.onlyFate = fate
+        options.recoveryCrashStates = recoveryCrashes
+        options.failFast = failFast
+        options.onlyRecoveryFence = recoveryFence
+        options.onlyRecoveryFate = recoveryFate
 
         let explored = options
         let started = monotonicSeconds()
@@ -129,7 +173,7 @@ struct Crashtest: ParsableCommand {
             while true {
                 let index = next.add(1, ordering: .relaxed).oldValue
                 guard index < list.count else { return }
-                let result = CrashExplorer.run(list[index], options: explored)
+                let result = mkfs ? CrashExplorer.runMkfs(options: explored) : CrashExplorer.run(list[index], options: explored)
                 results.withLock { $0[index] = result }
                 let done = finished.add(1, ordering: .relaxed).newValue
                 if showsProgress {
@@ -141,15 +185,17 @@ struct Crashtest: ParsableCommand {
         if showsProgress { Output.errorRaw("\r\u{1B}[K") }
 
         let all = results.withLock { $0.compactMap { $0 } }
-        var passed = 0, failed = 0, states = 0, fences = 0, trees = 0
+        var passed = 0, failed = 0, states = 0, recoveryStates = 0, fences = 0, trees = 0
         for (index, result) in all.enumerated() {
             states += result.states
+            recoveryStates += result.recoveryStates
             fences += result.fences
             trees += result.distinctTrees
             if result.passed {
                 passed += 1
                 if verbose {
-                    Output.line("ok   \(result.workload.name): \(result.states) states at \(result.fences) fences, "
+                    Output.line("ok   \(result.workload.name): \(result.states) states at \(result.fences) fences "
+                        + "(\(result.recoveryStates) during recovery), "
                         + "\(result.distinctTrees) distinct trees, \(format(result.seconds)) s"
                         + (result.budgetExhausted ? " (stopped at --max-states)" : ""))
                 }
@@ -169,14 +215,19 @@ struct Crashtest: ParsableCommand {
             }
             if result.violations.count > 3 { Output.line("  … and \(result.violations.count - 3) more crash states failed") }
         }
-        Output.line("crashtest: \(all.count) workloads, \(states) crash states at \(fences) fences, \(trees) distinct recovered trees, "
+        Output.line("crashtest: \(all.count) workloads, \(states) crash states at \(fences) fences "
+            + "(\(recoveryStates) of them during recovery), \(trees) distinct recovered trees, "
             + "\(format(monotonicSeconds() - started)) s: \(passed) passed, \(failed) failed")
         if failed > 0 { throw ExitCode(1) }
     }
 
     private func replayCommand(_ item: (workload: Workload, file: String?), _ violation: CrashViolation) -> String {
-        let source = item.file.map { "--workload \($0)" } ?? "--seq \(seq ?? 1) --only \(item.workload.name)"
+        let source = mkfs ? "--mkfs"
+            : random.map { "--random \($0) --length \(length) --only \(item.workload.name)" }
+            ?? item.file.map { "--workload \($0)" } ?? "--seq \(seq ?? 1) --only \(item.workload.name)"
         return "shale crashtest \(source) --seed \(seed) --fence \(violation.fence) --fate \(violation.fate)"
+            + (violation.recoveryFence.map { " --recovery-fence \($0)" } ?? "")
+            + (violation.recoveryFate.map { " --recovery-fate \($0)" } ?? "")
             + (plant.map { " --plant \($0)" } ?? "")
     }
 

@@ -22,6 +22,20 @@ struct CrashtestCommandTests {
         let result = try ShaleCommand.run(["crashtest", "--seq", "1", "--only", "seq1-15", "--fence", "0", "--fate", "0"])
         #expect(result.status == 0, "\(result.all)")
         #expect(result.stdout.contains("crashtest: 1 workloads, 1 crash states"), "\(result.stdout)")
+        // A crash during that state's recovery: the state, then the one of its recovery.
+        let during = try ShaleCommand.run(["crashtest", "--seq", "1", "--only", "seq1-15", "--fence", "0", "--fate", "0",
+                                           "--recovery-fence", "0", "--recovery-fate", "0"])
+        #expect(during.status == 0, "\(during.all)")
+        #expect(during.stdout.contains("crashtest: 1 workloads, 2 crash states"), "\(during.stdout)")
+        #expect(during.stdout.contains("(1 of them during recovery)"), "\(during.stdout)")
+    }
+
+    @Test func crashesDuringMkfsPass() throws {
+        let result = try ShaleCommand.run(["crashtest", "--mkfs", "--verbose"])
+        #expect(result.status == 0, "\(result.all)")
+        #expect(result.stdout.contains("ok   mkfs: "), "\(result.stdout)")
+        #expect(!result.stdout.contains(" 0 crash states"), "\(result.stdout)")
+        #expect(result.stdout.hasSuffix(": 1 passed, 0 failed\n"), "\(result.stdout)")
     }
 
     @Test func badInputIsAClearError() throws {
@@ -32,6 +46,9 @@ struct CrashtestCommandTests {
                                      (["crashtest", "--workload", "/nonexistent/w.txt"], "cannot read /nonexistent/w.txt"),
                                      (["crashtest", "--seq", "4"], "--seq is 1, 2 or 3"),
                                      (["crashtest", "--fate", "1"], "--fate needs --fence"),
+                                     (["crashtest", "--fence", "1", "--recovery-fence", "0"], "--recovery-fence needs --fence and --fate"),
+                                     (["crashtest", "--mkfs", "--seq", "1"], "give one of --seq, --workload, --random and --mkfs"),
+                                     (["crashtest", "--mkfs", "--only", "x"], "--mkfs takes no workloads"),
                                      (["crashtest", "--only", "seq9-9"], "no generated workload is named seq9-9")] {
             let result = try ShaleCommand.run(arguments)
             #expect(result.status != 0)
@@ -43,15 +60,36 @@ struct CrashtestCommandTests {
 /// Proof that the harness is not blind: each planted bug (debug builds, PlantedBugs.swift)
 /// makes `shale crashtest` fail on a workload that exercises it, with a reproducer.
 struct PlantedBugTests {
-    @Test(arguments: [("missing-fence", "seq1-1"), ("commit-before-payload", "seq1-3"), ("cursor-before-apply", "seq1-1")])
-    func everyPlantedBugIsCaught(bug: String, workload: String) throws {
-        let result = try ShaleCommand.run(["crashtest", "--seq", "1", "--only", workload, "--plant", bug])
+    static let logWrap = CrashtestCommandTests.fixtures.appendingPathComponent("log-wrap.txt").path
+
+    /// Each bug with workloads that exercise it: the name a report prints and the command's
+    /// arguments for them (--fail-fast: the first failing state is proof enough).
+    @Test(arguments: [("missing-fence", "seq1-1", ["--seq", "1", "--only", "seq1-1"]),
+                      ("commit-before-payload", "seq1-3", ["--seq", "1", "--only", "seq1-3"]),
+                      ("cursor-before-apply", "seq1-1", ["--seq", "1", "--only", "seq1-1"]),
+                      ("early-reclaim", logWrap, ["--workload", logWrap, "--recovery-crashes", "0"]),
+                      ("torn-superblock", "mkfs", ["--mkfs"]),
+                      ("digest-data-unordered", "seq1-3", ["--seq", "1", "--only", "seq1-3"])])
+    func everyPlantedBugIsCaught(bug: String, workload: String, arguments: [String]) throws {
+        let result = try ShaleCommand.run(["crashtest"] + arguments + ["--fail-fast", "--plant", bug])
         #expect(result.status == 1, "\(bug) was not caught: \(result.all)")
         #expect(result.stdout.contains("planted bug \(bug) is active"), "\(result.stdout)")
         #expect(result.stdout.contains("FAIL \(workload)"), "\(result.stdout)")
-        #expect(result.stdout.contains("replay: shale crashtest --seq 1 --only \(workload) --seed 1 --fence "), "\(result.stdout)")
+        let source = arguments[0] == "--seq" ? "--seq 1 --only \(workload)" : arguments[0] == "--mkfs" ? "--mkfs" : "--workload \(workload)"
+        #expect(result.stdout.contains("replay: shale crashtest \(source) --seed 1 --fence "), "\(result.stdout)")
         #expect(result.stdout.contains("--plant \(bug)"), "\(result.stdout)")
         #expect(result.stdout.hasSuffix("0 passed, 1 failed\n"), "\(result.stdout)")
+    }
+
+    @Test func everyPlantedBugHasACase() throws {
+        // The cases above, by bug: a bug added to PlantedBugs.swift without one fails here.
+        let tested: Set = ["missing-fence", "commit-before-payload", "cursor-before-apply", "early-reclaim", "torn-superblock",
+                           "digest-data-unordered"]
+        let help = try #require(try? ShaleCommand.run(["crashtest", "--help"]).stdout)
+        // --plant's help lists them: "… (debug builds only): a, b, c. The harness must fail."
+        let flat = help.split(whereSeparator: { $0 == " " || $0 == "\n" }).joined(separator: " ")
+        let list = try #require(flat.components(separatedBy: "debug builds only): ").last?.components(separatedBy: ". The harness").first)
+        #expect(Set(list.components(separatedBy: ", ")) == tested, "\(list)")
     }
 
     @Test func anUnknownBugIsAClearError() throws {
