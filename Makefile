@@ -44,12 +44,14 @@ bench: deps-bench
 
 # The crash-consistency harness, release build: every one-operation workload with the full
 # set of crash states (and crashes during the recovery of one state each), a sample of the
-# two-operation ones, the Fixtures/crashtest files, and crashes during mkfs.
+# two-operation ones, the Fixtures/crashtest files, 10 random long workloads, and crashes
+# during mkfs.
 crashtest: deps
 	$(SWIFT) build -c release --product shale
 	"$$($(SWIFT) build -c release --show-bin-path)/shale" crashtest --seq 1
 	"$$($(SWIFT) build -c release --show-bin-path)/shale" crashtest --seq 2 --sample 40
 	"$$($(SWIFT) build -c release --show-bin-path)/shale" crashtest $(addprefix --workload ,$(wildcard Fixtures/crashtest/*.txt))
+	"$$($(SWIFT) build -c release --show-bin-path)/shale" crashtest --random 10
 	"$$($(SWIFT) build -c release --show-bin-path)/shale" crashtest --mkfs
 
 # Every two-operation workload (484 of them; tens of minutes).

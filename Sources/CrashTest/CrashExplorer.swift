@@ -175,6 +175,10 @@ public enum CrashExplorer {
         }
         let trace = recorded.trace
         let returned = trace.marks.filter { $0.label.hasPrefix("returned") }.map(\.eventCount)
+        guard returned.count == oracle.count - 1 else {
+            result.invalid = "the recorded run made \(returned.count) calls, the oracle \(oracle.count - 1)"
+            return result
+        }
         let model = CacheLineModel(image: base)
         var trees: Set<TreeSnapshot> = []
         let recoveryCrashFences = recoveryCrashFences(trace, returned: returned, options: options)

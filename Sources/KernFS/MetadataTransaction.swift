@@ -77,7 +77,10 @@ public final class MetadataTransaction<NVM: PersistentMemory> {
         nvm = journal.nvm
     }
 
-    public var isEmpty: Bool { blocks.isEmpty }
+    /// Nothing written and nothing deferred (a deferred writer, such as the inode table's,
+    /// writes only at commit: a transaction that only frees an empty inode holds nothing
+    /// else, and must still commit).
+    public var isEmpty: Bool { blocks.isEmpty && beforeCommitActions.isEmpty }
 
     /// Bytes the transaction will take in the journal (kept as writes arrive: the digest
     /// asks after every record), including what deferred writers have reserved.

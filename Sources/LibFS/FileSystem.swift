@@ -1341,8 +1341,11 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
         return try result.get()
     }
 
+    /// At least what a write record of `count` bytes takes: header, payload, the padding to
+    /// the data's line (or a small record's last line, written whole) and to 8 bytes.
     private static func writeRecordBytes(_ count: Int) -> Int {
-        LogRecordHeader.encodedBytes + WriteArguments.fixedBytes + count + Format.blockBytes
+        LogRecordHeader.encodedBytes + WriteArguments.fixedBytes + count
+            + Int(LogRecordHeader.dataAlignment) + Int(LogRecordHeader.recordAlignment)
     }
 
     private func writeLocked(_ file: OpenFile, _ bytes: UnsafeRawBufferPointer, at offset: UInt64) throws(Errno) -> Int {

@@ -92,10 +92,6 @@ public final class OperationLog<NVM: PersistentMemory>: @unchecked Sendable {
     public private(set) var tailSequence: UInt64
     /// Bytes between tail and head, wrap padding included.
     public private(set) var usedBytes: UInt64 = 0
-    /// Region offsets of the last appended record's payload and bulk data, so that the file
-    /// system's read index can point at bytes in the log.
-    public private(set) var lastPayloadOffset: UInt64 = 0
-    public private(set) var lastDataOffset: UInt64 = 0
 
     /// Header and payload are assembled here, then stored with one copy: at `lineBytes`
     /// past its start when records are streamed (room for the head line's earlier bytes).
@@ -236,8 +232,6 @@ public final class OperationLog<NVM: PersistentMemory>: @unchecked Sendable {
             nvm.storeFlush(UnsafeRawBufferPointer(rebasing: scratch[at ..< at + recordBytes]), at: regionBase + Int(start))
         }
         let sequence = nextSequence
-        lastPayloadOffset = parts.payloadOffset
-        lastDataOffset = parts.dataOffset
         nextSequence += 1
         usedBytes += parts.end - start
         head = parts.end

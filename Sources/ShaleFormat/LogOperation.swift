@@ -154,7 +154,7 @@ public struct RenameArguments: Equatable, Sendable {
 }
 
 /// `write`: `length` bytes at `offset`, either inline in the payload or as the record's bulk
-/// data (block-aligned in the log, so digest can move whole blocks).
+/// data (line-aligned in the log).
 public struct WriteArguments: Equatable, Sendable {
     /// The largest write whose bytes may travel inline in the payload.
     public static let inlineBytesMax = 3072

@@ -6,7 +6,7 @@
 // them.
 //
 //     # Shale volume manifest. Written by `shale mkfs`; edit a path only to move a device.
-//     format = 1
+//     format = 2
 //     uuid = 1b4e28ba-2fa1-41d2-883f-0016d3cca427
 //     nvm = /dev/shm/shale-1b4e28ba.nvm
 //     ssd = ssd.img

@@ -39,9 +39,12 @@ public final class CacheLineModel {
     /// Indices of lines whose newest contents are not yet guaranteed durable, ascending.
     public var pendingLines: [Int] { pending.sorted() }
 
-    /// The same lines, the least recently stored first: a crash that keeps the newest and
-    /// drops the oldest is the one that finds a commit record persisted before its payload.
-    public var pendingLinesByLastStore: [Int] { pending.sorted { lastStore[$0]! < lastStore[$1]! } }
+    /// The same lines, the least recently stored first (the lines of one store by address):
+    /// a crash that keeps the newest and drops the oldest is the one that finds a commit
+    /// record persisted before its payload. Deterministic, so a replay names the same state.
+    public var pendingLinesByLastStore: [Int] {
+        pending.sorted { (lastStore[$0]!, $0) < (lastStore[$1]!, $1) }
+    }
 
     public func apply(_ event: PersistenceEvent) {
         switch event {

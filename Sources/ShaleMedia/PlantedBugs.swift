@@ -20,9 +20,12 @@ public enum PlantedBug: String, CaseIterable, Sendable {
     /// The digest makes its cursor durable before the batch's shared-area changes commit:
     /// a crash between them skips records that were never applied.
     case cursorBeforeApply = "cursor-before-apply"
-    /// The digest returns with its batch's commit stored and flushed but not fenced, and
-    /// LibFS reclaims the batch's log space at once: new records may overwrite log records
-    /// whose shared-area changes are not yet durable (space reclaimed too early).
+    /// The digest returns with its batch's journal commit stored and flushed but not fenced
+    /// (the journal's fences deferred to the next fence anyone issues; the data fence before
+    /// it kept), and LibFS reclaims the batch's log space at once: new records may overwrite
+    /// log records whose shared-area changes are not yet durable (space reclaimed too early).
+    /// The crash states that catch it also see the journal's in-place writes without their
+    /// commit, so it proves the harness sees a non-durable digest, not log reuse alone.
     case earlyReclaim = "early-reclaim"
     /// mkfs writes each superblock copy whole, magic included, and makes both durable with
     /// one fence at the end: a crash can tear both copies (the volume reads as damaged, not

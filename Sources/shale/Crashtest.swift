@@ -46,8 +46,8 @@ struct Crashtest: ParsableCommand {
     @Option(help: ArgumentHelp("Random long workloads: this many, drawn with --seed, with digests forced at random points.", valueName: "n"))
     var random: Int?
 
-    @Option(help: ArgumentHelp("Calls per random workload.", valueName: "n"))
-    var length: Int = RandomWorkloads.defaultLength
+    @Option(help: ArgumentHelp("Operations per random workload (a forced digest is one; a long write may be several calls).", valueName: "n"))
+    var length: Int?
 
     @Flag(help: "Crash mkfs instead, at each of its fences: the volume must read as unformatted or as the whole empty file system.")
     var mkfs = false
@@ -99,7 +99,8 @@ struct Crashtest: ParsableCommand {
             throw ValidationError("give one of --seq, --workload, --random and --mkfs")
         }
         if let random, random < 1 { throw ValidationError("--random is at least 1") }
-        if length < 1 { throw ValidationError("--length is at least 1") }
+        if let length, length < 1 { throw ValidationError("--length is at least 1") }
+        if length != nil, random == nil { throw ValidationError("--length needs --random") }
         if mkfs, only != nil || sample != nil || recoveryFence != nil {
             throw ValidationError("--mkfs takes no workloads (--only, --sample, --recovery-fence)")
         }
@@ -139,7 +140,7 @@ struct Crashtest: ParsableCommand {
         if mkfs {
             workloads = [(Workload(name: CrashExplorer.mkfsWorkloadName, setup: [], operations: []), nil)]
         } else if let random {
-            workloads = RandomWorkloads.workloads(count: random, length: length, seed: seed).map { ($0, nil) }
+            workloads = RandomWorkloads.workloads(count: random, length: length ?? RandomWorkloads.defaultLength, seed: seed).map { ($0, nil) }
         } else if workloadFiles.isEmpty {
             workloads = BoundedWorkloads.sequences(of: seq ?? 1).map { ($0, nil) }
         }
@@ -223,7 +224,7 @@ struct Crashtest: ParsableCommand {
 
     private func replayCommand(_ item: (workload: Workload, file: String?), _ violation: CrashViolation) -> String {
         let source = mkfs ? "--mkfs"
-            : random.map { "--random \($0) --length \(length) --only \(item.workload.name)" }
+            : random.map { "--random \($0) --length \(length ?? RandomWorkloads.defaultLength) --only \(item.workload.name)" }
             ?? item.file.map { "--workload \($0)" } ?? "--seq \(seq ?? 1) --only \(item.workload.name)"
         return "shale crashtest \(source) --seed \(seed) --fence \(violation.fence) --fate \(violation.fate)"
             + (violation.recoveryFence.map { " --recovery-fence \($0)" } ?? "")

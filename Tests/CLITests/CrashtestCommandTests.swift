@@ -64,12 +64,16 @@ struct PlantedBugTests {
 
     /// Each bug with workloads that exercise it: the name a report prints and the command's
     /// arguments for them (--fail-fast: the first failing state is proof enough).
-    @Test(arguments: [("missing-fence", "seq1-1", ["--seq", "1", "--only", "seq1-1"]),
-                      ("commit-before-payload", "seq1-3", ["--seq", "1", "--only", "seq1-3"]),
-                      ("cursor-before-apply", "seq1-1", ["--seq", "1", "--only", "seq1-1"]),
-                      ("early-reclaim", logWrap, ["--workload", logWrap, "--recovery-crashes", "0"]),
-                      ("torn-superblock", "mkfs", ["--mkfs"]),
-                      ("digest-data-unordered", "seq1-3", ["--seq", "1", "--only", "seq1-3"])])
+    static let cases: [(String, String, [String])] = [
+        ("missing-fence", "seq1-1", ["--seq", "1", "--only", "seq1-1"]),
+        ("commit-before-payload", "seq1-3", ["--seq", "1", "--only", "seq1-3"]),
+        ("cursor-before-apply", "seq1-1", ["--seq", "1", "--only", "seq1-1"]),
+        ("early-reclaim", logWrap, ["--workload", logWrap, "--recovery-crashes", "0"]),
+        ("torn-superblock", "mkfs", ["--mkfs"]),
+        ("digest-data-unordered", "seq1-3", ["--seq", "1", "--only", "seq1-3"]),
+    ]
+
+    @Test(arguments: cases)
     func everyPlantedBugIsCaught(bug: String, workload: String, arguments: [String]) throws {
         let result = try ShaleCommand.run(["crashtest"] + arguments + ["--fail-fast", "--plant", bug])
         #expect(result.status == 1, "\(bug) was not caught: \(result.all)")
@@ -83,8 +87,7 @@ struct PlantedBugTests {
 
     @Test func everyPlantedBugHasACase() throws {
         // The cases above, by bug: a bug added to PlantedBugs.swift without one fails here.
-        let tested: Set = ["missing-fence", "commit-before-payload", "cursor-before-apply", "early-reclaim", "torn-superblock",
-                           "digest-data-unordered"]
+        let tested = Set(Self.cases.map(\.0))
         let help = try #require(try? ShaleCommand.run(["crashtest", "--help"]).stdout)
         // --plant's help lists them: "… (debug builds only): a, b, c. The harness must fail."
         let flat = help.split(whereSeparator: { $0 == " " || $0 == "\n" }).joined(separator: " ")

@@ -157,3 +157,15 @@ struct RandomWorkloadTests {
         for violation in result.violations.prefix(3) { Issue.record("\(workload.text)\(violation)") }
     }
 }
+
+/// Bugs the harness found, kept found.
+struct FoundBugTests {
+    /// Recovery's orphan sweep aborted a transaction that freed only an empty inode (its
+    /// write is deferred to the commit, and `isEmpty` did not count deferred writes): after
+    /// any crash following the unlink of an empty file, fsck found the orphan.
+    @Test func anEmptyFileUnlinkedBeforeACrashLeavesNoOrphan() throws {
+        let workload = try Workload(name: "unlink empty", text: "setup creat /f\nunlink /f\n")
+        let result = CrashExplorer.run(workload, options: CrashExplorerTests.quick)
+        #expect(result.passed, "\(result.violations.prefix(2))")
+    }
+}
