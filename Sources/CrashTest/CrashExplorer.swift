@@ -179,52 +179,78 @@ public enum CrashExplorer {
             result.invalid = "the recorded run made \(returned.count) calls, the oracle \(oracle.count - 1)"
             return result
         }
-        let model = CacheLineModel(image: base)
         var trees: Set<TreeSnapshot> = []
         let recoveryCrashFences = recoveryCrashFences(trace, returned: returned, options: options)
+        result.fences = forEachCrashState(of: trace, from: base, onlyFence: options.onlyFence, onlyFate: options.onlyFate,
+                                          seedFence: { $0 }, options: options, result: &result) { state, result in
+            let (fence, fateIndex, fate, index, image) = (state.fence, state.fateIndex, state.fate, state.eventIndex, state.image)
+            let callsReturned = returned.filter { $0 <= index }.count
+            let first = min(callsReturned + oracleShift, oracle.count - 1)
+            let allowed = Array(oracle[first ... min(first + 1, oracle.count - 1)])
+            let outcome = recover(image)
+            if let tree = outcome.tree { trees.insert(tree) }
+            var reason = outcome.failure
+            if reason == nil, let tree = outcome.tree, !allowed.contains(tree) {
+                reason = "the recovered tree is none of the allowed ones"
+            }
+            if let reason {
+                result.violations.append(CrashViolation(fence: fence, fate: fateIndex, fateDescription: fate.description,
+                                                        eventCount: index, callsReturned: callsReturned, reason: reason,
+                                                        allowed: allowed, found: outcome.tree))
+            } else if let tree = outcome.tree,
+                      options.onlyRecoveryFence != nil
+                          || (options.onlyFence == nil && fateIndex == 0 && recoveryCrashFences.contains(fence)) {
+                let primary = CrashViolation(fence: fence, fate: fateIndex, fateDescription: fate.description,
+                                             eventCount: index, callsReturned: callsReturned, reason: "",
+                                             allowed: [tree], found: nil)
+                crashRecovery(of: image, expected: tree, primary: primary, options: options, result: &result)
+            }
+        }
+        result.distinctTrees = trees.count
+        return result
+    }
+
+    /// One crash state a trace walk materialised.
+    struct CrashState {
+        var fence: Int
+        var fateIndex: Int
+        var fate: Fate
+        /// Events of the trace applied when it crashed.
+        var eventIndex: Int
+        var image: [UInt8]
+    }
+
+    /// Walks `trace` (applied to `initial`) and calls `body` with each crash state before each
+    /// fence: the fates of `fates`, drawn with `seedFence(fence)`, filtered by `onlyFence` and
+    /// `onlyFate`, counted in `result.states`, within `maxStates` and `failFast`. Returns the
+    /// number of fences.
+    static func forEachCrashState(of trace: PersistenceTrace, from initial: [UInt8], onlyFence: Int?, onlyFate: Int?,
+                                  seedFence: (Int) -> Int, options: CrashTestOptions, result: inout WorkloadResult,
+                                  _ body: (CrashState, inout WorkloadResult) -> Void) -> Int {
+        let model = CacheLineModel(image: initial)
         var fence = 0
         for (index, event) in trace.events.enumerated() {
             if event == .fence {
-                if options.onlyFence == nil || options.onlyFence == fence {
-                    let callsReturned = returned.filter { $0 <= index }.count
-                    let first = min(callsReturned + oracleShift, oracle.count - 1)
-                    let allowed = Array(oracle[first ... min(first + 1, oracle.count - 1)])
-                    for (fateIndex, fate) in fates(pending: model.pendingLines, byLastStore: model.pendingLinesByLastStore, fence: fence, options: options).enumerated() {
-                        if let only = options.onlyFate, only != fateIndex { continue }
+                if onlyFence == nil || onlyFence == fence {
+                    let fates = fates(pending: model.pendingLines, byLastStore: model.pendingLinesByLastStore,
+                                      fence: seedFence(fence), options: options)
+                    for (fateIndex, fate) in fates.enumerated() {
+                        if let onlyFate, onlyFate != fateIndex { continue }
                         if options.failFast, !result.violations.isEmpty { break }
                         guard result.states < options.maxStates else {
                             result.budgetExhausted = true
                             break
                         }
                         result.states += 1
-                        let image = model.crashImage(fate: fate.choose)
-                        let outcome = recover(image)
-                        if let tree = outcome.tree { trees.insert(tree) }
-                        var reason = outcome.failure
-                        if reason == nil, let tree = outcome.tree, !allowed.contains(tree) {
-                            reason = "the recovered tree is none of the allowed ones"
-                        }
-                        if let reason {
-                            result.violations.append(CrashViolation(fence: fence, fate: fateIndex, fateDescription: fate.description,
-                                                                    eventCount: index, callsReturned: callsReturned, reason: reason,
-                                                                    allowed: allowed, found: outcome.tree))
-                        } else if let tree = outcome.tree,
-                                  options.onlyRecoveryFence != nil
-                                      || (options.onlyFence == nil && fateIndex == 0 && recoveryCrashFences.contains(fence)) {
-                            let primary = CrashViolation(fence: fence, fate: fateIndex, fateDescription: fate.description,
-                                                         eventCount: index, callsReturned: callsReturned, reason: "",
-                                                         allowed: [tree], found: nil)
-                            crashRecovery(of: image, expected: tree, primary: primary, options: options, result: &result)
-                        }
+                        body(CrashState(fence: fence, fateIndex: fateIndex, fate: fate, eventIndex: index,
+                                        image: model.crashImage(fate: fate.choose)), &result)
                     }
                 }
                 fence += 1
             }
             model.apply(event)
         }
-        result.fences = fence
-        result.distinctTrees = trees.count
-        return result
+        return fence
     }
 
     /// The fences whose every-line-kept state has its recovery crashed: the first fence
@@ -259,42 +285,26 @@ public enum CrashExplorer {
             result.violations.append(violation)
             return
         }
-        let model = CacheLineModel(image: image)
-        var fence = 0
-        for (index, event) in nvm.trace.events.enumerated() {
-            if event == .fence {
-                if options.onlyRecoveryFence == nil || options.onlyRecoveryFence == fence {
-                    // Fates of recovery fences draw from their own stream (fence numbers past
-                    // any workload's).
-                    let fates = fates(pending: model.pendingLines, byLastStore: model.pendingLinesByLastStore, fence: (1 << 40) + (primary.fence << 20) + fence, options: options)
-                    for (fateIndex, fate) in fates.enumerated() {
-                        if let only = options.onlyRecoveryFate, only != fateIndex { continue }
-                        if options.failFast, !result.violations.isEmpty { break }
-                        guard result.states < options.maxStates else {
-                            result.budgetExhausted = true
-                            return
-                        }
-                        result.states += 1
-                        result.recoveryStates += 1
-                        let outcome = recover(model.crashImage(fate: fate.choose))
-                        var reason = outcome.failure
-                        if reason == nil, outcome.tree != expected {
-                            reason = "recovering again gave another tree than the uninterrupted recovery"
-                        }
-                        if let reason {
-                            var violation = primary
-                            violation.recoveryFence = fence
-                            violation.recoveryFate = fateIndex
-                            violation.recoveryFateDescription = fate.description
-                            violation.reason = reason + " (event \(index) of the recovery)"
-                            violation.found = outcome.tree
-                            result.violations.append(violation)
-                        }
-                    }
-                }
-                fence += 1
+        // Fates of recovery fences draw from their own stream (fence numbers past any
+        // workload's).
+        _ = forEachCrashState(of: nvm.trace, from: image, onlyFence: options.onlyRecoveryFence, onlyFate: options.onlyRecoveryFate,
+                              seedFence: { (1 << 40) + (primary.fence << 20) + $0 }, options: options, result: &result) { state, result in
+            let (fence, fateIndex, fate, index) = (state.fence, state.fateIndex, state.fate, state.eventIndex)
+            result.recoveryStates += 1
+            let outcome = recover(state.image)
+            var reason = outcome.failure
+            if reason == nil, outcome.tree != expected {
+            reason = "recovering again gave another tree than the uninterrupted recovery"
             }
-            model.apply(event)
+            if let reason {
+            var violation = primary
+            violation.recoveryFence = fence
+            violation.recoveryFate = fateIndex
+            violation.recoveryFateDescription = fate.description
+            violation.reason = reason + " (event \(index) of the recovery)"
+            violation.found = outcome.tree
+            result.violations.append(violation)
+            }
         }
     }
 
@@ -322,48 +332,31 @@ public enum CrashExplorer {
             result.invalid = "mkfs without a crash failed: \(error)"
             return result
         }
-        let model = CacheLineModel(image: zeros)
         var trees: Set<TreeSnapshot> = []
-        var fence = 0
-        for (index, event) in nvm.trace.events.enumerated() {
-            if event == .fence {
-                if options.onlyFence == nil || options.onlyFence == fence {
-                    for (fateIndex, fate) in fates(pending: model.pendingLines, byLastStore: model.pendingLinesByLastStore, fence: fence, options: options).enumerated() {
-                        if let only = options.onlyFate, only != fateIndex { continue }
-                        if options.failFast, !result.violations.isEmpty { break }
-                        guard result.states < options.maxStates else {
-                            result.budgetExhausted = true
-                            break
-                        }
-                        result.states += 1
-                        let image = model.crashImage(fate: fate.choose)
-                        var reason: String?
-                        var found: TreeSnapshot?
-                        do {
-                            _ = try Volume(nvm: SimulatedPersistentMemory(image: image, recordsTrace: false), nvmName: "crashtest.nvm",
-                                           lowerDevices: [], repair: false)
-                            let outcome = recover(image)
-                            found = outcome.tree
-                            reason = outcome.failure
-                            if reason == nil, outcome.tree != formatted { reason = "it opens, but not as the empty file system mkfs makes" }
-                            if let tree = outcome.tree { trees.insert(tree) }
-                        } catch VolumeError.notShale {
-                            // Nothing committed: allowed.
-                        } catch {
-                            reason = "it reads neither as unformatted nor as a file system: \(error)"
-                        }
-                        if let reason {
-                            result.violations.append(CrashViolation(fence: fence, fate: fateIndex, fateDescription: fate.description,
-                                                                    eventCount: index, callsReturned: 0, reason: "a crash during mkfs: " + reason,
-                                                                    allowed: [formatted], found: found))
-                        }
-                    }
-                }
-                fence += 1
+        result.fences = forEachCrashState(of: nvm.trace, from: zeros, onlyFence: options.onlyFence, onlyFate: options.onlyFate,
+                                          seedFence: { $0 }, options: options, result: &result) { state, result in
+            let (fence, fateIndex, fate, index, image) = (state.fence, state.fateIndex, state.fate, state.eventIndex, state.image)
+            var reason: String?
+            var found: TreeSnapshot?
+            do {
+            _ = try Volume(nvm: SimulatedPersistentMemory(image: image, recordsTrace: false), nvmName: "crashtest.nvm",
+                           lowerDevices: [], repair: false)
+            let outcome = recover(image)
+            found = outcome.tree
+            reason = outcome.failure
+            if reason == nil, outcome.tree != formatted { reason = "it opens, but not as the empty file system mkfs makes" }
+            if let tree = outcome.tree { trees.insert(tree) }
+            } catch VolumeError.notShale {
+            // Nothing committed: allowed.
+            } catch {
+            reason = "it reads neither as unformatted nor as a file system: \(error)"
             }
-            model.apply(event)
+            if let reason {
+            result.violations.append(CrashViolation(fence: fence, fate: fateIndex, fateDescription: fate.description,
+                                                    eventCount: index, callsReturned: 0, reason: "a crash during mkfs: " + reason,
+                                                    allowed: [formatted], found: found))
+            }
         }
-        result.fences = fence
         result.distinctTrees = trees.count
         return result
     }
