@@ -70,7 +70,8 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
     var pending = PendingState()
     /// Reads of the shared area, kept while the kernel's generation stays the same.
     private var sharedCache = SharedAreaCache()
-    private var files: [Int32: OpenFile] = [:]
+    /// Open handles by number (a handle number is a positive Int32).
+    private var files = NumberTable<OpenFile>()
     private var openCounts: [UInt64: Int] = [:]
     /// Open inodes the kernel was told about (`setOpen`): only those that lost a link while
     /// open, so that opening and closing an ordinary file never waits on the kernel.
@@ -125,7 +126,8 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
             stopping = true
             monitor.broadcast()
             while digesterRunning { monitor.wait() }
-            let open = files.values.map(\.inode)
+            var open: [UInt64] = []
+            files.forEach { _, file in open.append(file.inode) }
             files.removeAll()
             for number in open { try dropOpen(number) }
             // What a front end still holds (the kernel forgets nothing at unmount) goes too;
@@ -1159,15 +1161,19 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
     private func register(_ inode: Inode, flags: OpenFlags) -> FileHandle {
         // Numbers are reused once they wrap (a daemon may open billions of files).
         var number = nextDescriptor
-        while files[number] != nil { number = number == .max ? 3 : number + 1 }
+        while files[Self.fileKey(number)] != nil { number = number == .max ? 3 : number + 1 }
         nextDescriptor = number == .max ? 3 : number + 1
-        files[number] = OpenFile(inode: inode.number, flags: flags, isDirectory: inode.isDirectory)
+        files[Self.fileKey(number)] = OpenFile(inode: inode.number, flags: flags, isDirectory: inode.isDirectory)
         openCounts[inode.number, default: 0] += 1
         return FileHandle(number: number)
     }
 
+    /// A handle number as a table key (any Int32 a front end hands back, negative ones too).
+    @inline(__always)
+    private static func fileKey(_ number: Int32) -> UInt64 { UInt64(UInt32(bitPattern: number)) }
+
     private func file(_ handle: FileHandle) throws(Errno) -> OpenFile {
-        guard let file = files[handle.number] else { throw .badFileDescriptor }
+        guard let file = files[Self.fileKey(handle.number)] else { throw .badFileDescriptor }
         return file
     }
 
@@ -1236,7 +1242,7 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
     public func close(_ handle: FileHandle) throws(Errno) {
         try locked { () throws(Errno) in
             let file = try file(handle)
-            files[handle.number] = nil
+            files[Self.fileKey(handle.number)] = nil
             try dropOpen(file.inode)
         }
     }
@@ -1355,9 +1361,11 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
         // hash lookup, no copy of the inode and its mapping), the shared one fetched only
         // when the log holds none.
         let number = file.inode
+        // The data index's slot for this write is fetched while the rest is worked out.
+        if let data = pending.data.index(forKey: number) { Self.peek(&pending.data[position: data]) { $0.prefetchSlot(at: offset) } }
         var slot = pending.inodes.index(forKey: number)
         // (Read through an inout access: the getter would copy the entry, arrays and all.)
-        let mode = if let slot { Self.peek(&pending.inodes.values[slot]) { $0.inode.mode } } else { try existingInode(number).mode }
+        let mode = if let slot { Self.peek(&pending.inodes[position: slot]) { $0.inode.mode } } else { try existingInode(number).mode }
         guard mode & Inode.typeMask == Inode.typeRegular else { throw .invalidArgument }
         guard bytes.count > 0 else { return 0 }
         guard offset < Self.fileBytesMax else { throw .fileTooLarge }
@@ -1381,8 +1389,8 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
             pending.touched(.write(number), sequence)
             pending.data[number, default: DataIndex()].insert(DataPiece(start: offset, end: end, source: source, sequence: sequence))
             if let slot {
-                pending.inodes.values[slot].sequence = sequence
-                Self.applyWrite(to: &pending.inodes.values[slot].inode, end: end, time: time, blocks: blocks)
+                pending.inodes[position: slot].sequence = sequence
+                Self.applyWrite(to: &pending.inodes[position: slot].inode, end: end, time: time, blocks: blocks)
             } else if var inode = shared {
                 Self.applyWrite(to: &inode, end: end, time: time, blocks: blocks)
                 pending.inodes[number] = PendingInode(inode: inode, sequence: sequence)

@@ -4,13 +4,15 @@
 // that after a digest has durably applied every record before sequence S, the entries older
 // than S can be dropped: the shared area now says the same thing (`prune`). Entries at or
 // after S stay correct on top of the newer shared area, because the digest applies records
-// in log order with the same rules.
+// in log order with the same rules. (A data index's block leaves keep digested slots as
+// stale ones instead of clearing them: see `BlockLeaf`.)
 //
 // - inodes: the whole inode after the process's operations (attributes, size, link count);
 // - entries: per directory, names added (inode, type) or removed (inode 0);
 // - data: per file, a byte-accurate index of the ranges written (pointing at the bytes in
 //   the log, partial blocks included) or made zero (truncate, punch hole).
 
+import CLinux
 import ShaleFormat
 
 /// A byte range of a file whose current contents the log determines.
@@ -38,38 +40,54 @@ struct DataPiece: Equatable {
 struct BlockSlot {
     var source: UInt64 = 0
     var sequence: UInt64 = 0
+
+    /// Written and not yet digested: a slot of a record before `watermark` is stale (the
+    /// shared area holds it, and its log space may already be reused).
+    @inline(__always)
+    func isLive(_ watermark: UInt64) -> Bool { source != 0 && sequence >= watermark }
 }
 
 /// `BlockLeaf.blocks` consecutive blocks of a file, inline (1 KiB: what a random write
 /// touches is one cache line of it, not a hash table bucket scattered over a megabyte).
+///
+/// Pruning never writes a leaf that still holds a live slot: it runs on the digest thread,
+/// with writers waiting for the lock, and a line it writes must come back to the writer's
+/// CPU before the next write into it. Digested slots stay behind as stale ones (see
+/// `BlockSlot.isLive`), are overwritten by later writes, and go with their leaf once the
+/// leaf's newest slot is digested: pruning reads one line per leaf instead of rewriting 16.
 struct BlockLeaf {
     static var blocks: UInt64 { 64 }
     /// First block / `blocks`.
     let number: UInt64
-    private(set) var count = 0
+    /// The highest sequence ever put here: below the watermark, every slot is stale.
+    private(set) var newest: UInt64 = 0
     private(set) var slots = InlineArray<64, BlockSlot>(repeating: BlockSlot())
 
     init(number: UInt64) { self.number = number }
 
+    /// Where `slots` starts in a leaf.
+    static let slotsOffset = MemoryLayout<BlockLeaf>.offset(of: \BlockLeaf.slots)!
+
+    /// A blind store: the slot's old value is not read (a random write's slot line is often
+    /// not in the cache, and a load that misses stalls the write; a store does not).
+    @inline(__always)
     mutating func put(_ slot: Int, _ value: BlockSlot) {
-        if slots[slot].source == 0 { count += 1 }
         slots[slot] = value
+        if value.sequence > newest { newest = value.sequence }
     }
 
-    mutating func remove(_ slot: Int) -> BlockSlot? {
+    /// Clears a slot; returns it when it was live.
+    mutating func remove(_ slot: Int, watermark: UInt64) -> BlockSlot? {
         let value = slots[slot]
         guard value.source != 0 else { return nil }
         slots[slot] = BlockSlot()
-        count -= 1
-        return value
+        return value.isLive(watermark) ? value : nil
     }
 
-    /// Drops slots written before `sequence`.
-    mutating func prune(before sequence: UInt64) {
-        for slot in 0 ..< Int(Self.blocks) where slots[slot].source != 0 && slots[slot].sequence < sequence {
-            slots[slot] = BlockSlot()
-            count -= 1
-        }
+    /// No slot holds a source (live or stale).
+    var isEmpty: Bool {
+        for slot in 0 ..< Int(Self.blocks) where slots[slot].source != 0 { return false }
+        return true
     }
 }
 
@@ -90,7 +108,9 @@ struct DataIndex {
     private var ends: [UInt64] = []
     /// Leaves holding at least one block piece, in no order; `leafPositions` finds them.
     private var leaves: [BlockLeaf] = []
-    private var leafPositions: [UInt64: Int] = [:]
+    private var leafPositions = NumberTable<Int>()
+    /// Every record before this is digested: block slots older are stale.
+    private var watermark: UInt64 = 0
     /// Pieces per chunk: a chunk that grows past twice this is split in two.
     private static var chunkTarget: Int { 16 }
     private static var blockBytes: UInt64 { UInt64(Format.blockBytes) }
@@ -132,6 +152,20 @@ struct DataIndex {
         insertSpan(piece)
     }
 
+    /// Starts fetching the cache line `insert` would store a block piece at `offset` into (a
+    /// random write's slot is often out of the cache; the fetch overlaps the write's other
+    /// work instead of stalling its stores).
+    @inline(__always)
+    func prefetchSlot(at offset: UInt64) {
+        guard !leaves.isEmpty else { return }
+        let (leaf, slot) = (offset / Self.blockBytes).quotientAndRemainder(dividingBy: BlockLeaf.blocks)
+        guard let position = leafPositions[leaf] else { return }
+        leaves.withUnsafeBufferPointer { buffer in
+            let leafAddress = UnsafeRawPointer(buffer.baseAddress! + position)
+            shale_prefetch_for_write(leafAddress + BlockLeaf.slotsOffset + Int(slot) * MemoryLayout<BlockSlot>.stride)
+        }
+    }
+
     /// The pieces overlapping `range`, clipped to it.
     func pieces(in range: Range<UInt64>) -> [DataPiece] {
         let spans = spanPieces(in: range)
@@ -142,10 +176,11 @@ struct DataIndex {
 
     /// Drops pieces written by records before `sequence` (digested).
     mutating func prune(before sequence: UInt64) {
+        watermark = max(watermark, sequence)
         if !leaves.isEmpty {
-            for position in leaves.indices { leaves[position].prune(before: sequence) }
-            if leaves.contains(where: { $0.count == 0 }) {
-                leaves.removeAll { $0.count == 0 }
+            // Reads each leaf's first line only; writes only to drop wholly stale leaves.
+            if leaves.contains(where: { $0.newest < watermark }) {
+                leaves.removeAll { $0.newest < watermark }
                 leafPositions.removeAll(keepingCapacity: true)
                 for (position, leaf) in leaves.enumerated() { leafPositions[leaf.number] = position }
             }
@@ -185,7 +220,7 @@ struct DataIndex {
             let firstBlock = leaves[position].number * BlockLeaf.blocks
             for slot in 0 ..< Int(BlockLeaf.blocks) {
                 let value = leaves[position].slots[slot]
-                guard value.source != 0 else { continue }
+                guard value.isLive(watermark) else { continue }
                 let start = (firstBlock + UInt64(slot)) * Self.blockBytes
                 let piece = DataPiece(start: start, end: start + Self.blockBytes, source: value.source, sequence: value.sequence)
                 if let clipped = piece.clipped(to: range) { result.append(clipped) }
@@ -204,10 +239,10 @@ struct DataIndex {
             for slot in 0 ..< Int(BlockLeaf.blocks) {
                 let start = (firstBlock + UInt64(slot)) * Self.blockBytes
                 guard start < range.upperBound, start + Self.blockBytes > range.lowerBound,
-                      let value = leaves[position].remove(slot) else { continue }
+                      let value = leaves[position].remove(slot, watermark: watermark) else { continue }
                 evicted.append(DataPiece(start: start, end: start + Self.blockBytes, source: value.source, sequence: value.sequence))
             }
-            if leaves[position].count == 0 {
+            if leaves[position].isEmpty {
                 // Swap-remove: the last leaf takes its place.
                 let moved = leaves.removeLast()
                 if position < leaves.count {
@@ -364,9 +399,9 @@ struct PendingEntry {
 }
 
 struct PendingState {
-    var inodes: [UInt64: PendingInode] = [:]
+    var inodes = NumberTable<PendingInode>()
     var entries: [UInt64: [[UInt8]: PendingEntry]] = [:]
-    var data: [UInt64: DataIndex] = [:]
+    var data = NumberTable<DataIndex>()
     /// Blocks that undigested records may still need, by sequence (for ENOSPC before logging).
     var blockDemands: [(sequence: UInt64, blocks: UInt64)] = []
     var pendingBlocks: UInt64 = 0
@@ -440,9 +475,9 @@ struct PendingState {
             touches.removeAll(keepingCapacity: touches.capacity <= Self.touchesKeptMax)
             touchesHead = 0
         }
-        if inodes.isEmpty { inodes = [:] }
+        if inodes.isEmpty { inodes = NumberTable() }
         if entries.isEmpty { entries = [:] }
-        if data.isEmpty { data = [:] }
+        if data.isEmpty { data = NumberTable() }
         if blockDemands.isEmpty { blockDemands.removeAll(keepingCapacity: blockDemands.capacity <= Self.touchesKeptMax) }
     }
 }

@@ -85,4 +85,33 @@ struct DataIndexTests {
             if index.pieces != reference.pieces { return }
         }
     }
+
+    /// Pruning leaves a block leaf's digested slots in place (the digest thread writes no
+    /// line a writer is about to write) but nothing reads them: pieces skip them, a span
+    /// laid over them evicts only live blocks, and the leaf goes once its newest slot is
+    /// digested.
+    @Test func digestedBlocksAreInvisibleAndGo() {
+        func block(_ number: UInt64, _ sequence: UInt64) -> DataPiece {
+            DataPiece(start: number * 4096, end: number * 4096 + 4096, source: 1_000_000 + sequence * 8192, sequence: sequence)
+        }
+        var index = DataIndex()
+        index.insert(block(0, 1))
+        index.insert(block(1, 2))
+        index.insert(block(5, 3))
+        index.prune(before: 3)
+        #expect(index.pieces == [block(5, 3)])
+        #expect(index.pieces(in: 0 ..< 8192).isEmpty)
+        #expect(!index.isEmpty)
+        // A new write over a stale slot is live.
+        index.insert(block(0, 4))
+        #expect(index.pieces == [block(0, 4), block(5, 3)])
+        // A span over blocks 0 and 1 evicts both: what sticks out of the live block 0 stays,
+        // nothing of the stale block 1 comes back (the shared area has it).
+        let span = DataPiece(start: 100, end: 8000, source: 2_000_000, sequence: 5)
+        index.insert(span)
+        #expect(index.pieces == [DataPiece(start: 0, end: 100, source: block(0, 4).source, sequence: 4), span, block(5, 3)])
+        index.prune(before: 6)
+        #expect(index.isEmpty)
+        #expect(index.pieces.isEmpty)
+    }
 }

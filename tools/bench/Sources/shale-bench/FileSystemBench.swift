@@ -192,7 +192,8 @@ func fsWrite4kBenchmark() {
     let operations = Int(argument("--ops", "8192"))!
     let ext4 = argument("--ext4", ""), tmpfs = argument("--tmpfs", "")
     guard !ext4.isEmpty, !tmpfs.isEmpty else { fail("fs-write4k needs --ext4 DIR and --tmpfs DIR") }
-    let fileBytes = 64 << 20, blockBytes = 4096
+    // `--file-mib` (default 64): a smaller file shrinks the pending data index (profiling).
+    let fileBytes = Int(argument("--file-mib", "64"))! << 20, blockBytes = 4096
     var generator = SplitMix64(seed: 3)
     let offsets = (0 ..< operations).map { _ in Int(generator.next() % UInt64(fileBytes / blockBytes)) * blockBytes }
     let source = AlignedBuffer(byteCount: 1 << 20)
