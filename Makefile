@@ -26,13 +26,22 @@ deps-bench: deps
 build: deps
 	$(SWIFT) build $(BUILD_FLAGS)
 
-# Every test: unit, media (real libpmem and io_uring), format, and the CLI end to end.
-# The timeout keeps a wedged test from holding CI for its whole budget.
+# Every test: unit, media (real libpmem and io_uring), format, and the CLI end to end; then
+# the crash harness's CI budget on a release build (~80 s to build, ~2 minutes to run, where
+# a debug build takes ~180 ms a crash state): every one-operation workload with every crash
+# state, a seeded sample of the two-operation ones, the Fixtures/crashtest workloads, crashes
+# during mkfs and three seeded random long workloads. (The planted-bug checks need a debug
+# build and run in the suite.) The timeouts keep a wedged step from holding CI for its budget.
+RELEASE_SHALE = "$$($(SWIFT) build -c release --show-bin-path)/shale"
 test: deps
 	$(SWIFT) build $(BUILD_FLAGS)
 	timeout 1200 $(SWIFT) test $(BUILD_FLAGS)
-	@# A sample of the two-operation crash workloads (the suite ran every one-operation one).
-	timeout 900 "$(BIN)/shale" crashtest --seq 2 --sample 10 --seed 1
+	$(SWIFT) build -c release --product shale
+	timeout 600 $(RELEASE_SHALE) crashtest --seq 1
+	timeout 600 $(RELEASE_SHALE) crashtest --seq 2 --sample 10 --seed 1
+	timeout 600 $(RELEASE_SHALE) crashtest $(addprefix --workload ,$(wildcard Fixtures/crashtest/*.txt))
+	timeout 600 $(RELEASE_SHALE) crashtest --mkfs
+	timeout 600 $(RELEASE_SHALE) crashtest --random 3 --seed 1
 
 # Makes a default file system in $(DEMO_DIR) and shows its status.
 demo: build
@@ -48,16 +57,16 @@ bench: deps-bench
 # during mkfs.
 crashtest: deps
 	$(SWIFT) build -c release --product shale
-	"$$($(SWIFT) build -c release --show-bin-path)/shale" crashtest --seq 1
-	"$$($(SWIFT) build -c release --show-bin-path)/shale" crashtest --seq 2 --sample 40
-	"$$($(SWIFT) build -c release --show-bin-path)/shale" crashtest $(addprefix --workload ,$(wildcard Fixtures/crashtest/*.txt))
-	"$$($(SWIFT) build -c release --show-bin-path)/shale" crashtest --random 10
-	"$$($(SWIFT) build -c release --show-bin-path)/shale" crashtest --mkfs
+	$(RELEASE_SHALE) crashtest --seq 1
+	$(RELEASE_SHALE) crashtest --seq 2 --sample 40
+	$(RELEASE_SHALE) crashtest $(addprefix --workload ,$(wildcard Fixtures/crashtest/*.txt))
+	$(RELEASE_SHALE) crashtest --random 10
+	$(RELEASE_SHALE) crashtest --mkfs
 
 # Every two-operation workload (484 of them; tens of minutes).
 crashtest-long: deps
 	$(SWIFT) build -c release --product shale
-	"$$($(SWIFT) build -c release --show-bin-path)/shale" crashtest --seq 2
+	$(RELEASE_SHALE) crashtest --seq 2
 
 # Resident memory after a million files (minutes; kept out of `make bench`).
 bench-memory: deps-bench
