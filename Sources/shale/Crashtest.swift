@@ -74,8 +74,8 @@ struct Crashtest: ParsableCommand {
     var fate: Int?
 
     @Option(name: .customLong("recovery-crashes"),
-            help: ArgumentHelp("Crash states per workload whose recovery is crashed in turn, at each of its fences (0: none).", valueName: "n"))
-    var recoveryCrashes: Int = 1
+            help: ArgumentHelp("Crash states per workload whose recovery is crashed in turn, at each of its fences (0: none; default 1).", valueName: "n"))
+    var recoveryCrashes: Int?
 
     @Option(name: .customLong("recovery-fence"), help: ArgumentHelp("Replay: crash the recovery of the --fence/--fate state before this fence of it.", valueName: "n"))
     var recoveryFence: Int?
@@ -104,10 +104,12 @@ struct Crashtest: ParsableCommand {
         if mkfs, only != nil || sample != nil || recoveryFence != nil {
             throw ValidationError("--mkfs takes no workloads (--only, --sample, --recovery-fence)")
         }
+        // A crashed mkfs leaves no file system to recover, or an empty one: nothing to crash.
+        if mkfs, recoveryCrashes != nil { throw ValidationError("--recovery-crashes does not apply to --mkfs") }
         if fate != nil, fence == nil { throw ValidationError("--fate needs --fence") }
         if recoveryFence != nil, fence == nil || fate == nil { throw ValidationError("--recovery-fence needs --fence and --fate") }
         if recoveryFate != nil, recoveryFence == nil { throw ValidationError("--recovery-fate needs --recovery-fence") }
-        if recoveryCrashes < 0 { throw ValidationError("--recovery-crashes is 0 or more") }
+        if let recoveryCrashes, recoveryCrashes < 0 { throw ValidationError("--recovery-crashes is 0 or more") }
         if let jobs, jobs < 1 { throw ValidationError("--jobs is at least 1") }
         if maxStates < 1 { throw ValidationError("--max-states is at least 1") }
         if let plant {
@@ -157,7 +159,7 @@ struct Crashtest: ParsableCommand {
         options.maxStates = maxStates
         options.onlyFence = fence
         options.onlyFate = fate
-        options.recoveryCrashStates = recoveryCrashes
+        options.recoveryCrashStates = recoveryCrashes ?? 1
         options.failFast = failFast
         options.onlyRecoveryFence = recoveryFence
         options.onlyRecoveryFate = recoveryFate

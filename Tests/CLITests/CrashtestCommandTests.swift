@@ -49,6 +49,8 @@ struct CrashtestCommandTests {
                                      (["crashtest", "--fence", "1", "--recovery-fence", "0"], "--recovery-fence needs --fence and --fate"),
                                      (["crashtest", "--mkfs", "--seq", "1"], "give one of --seq, --workload, --random and --mkfs"),
                                      (["crashtest", "--mkfs", "--only", "x"], "--mkfs takes no workloads"),
+                                     (["crashtest", "--mkfs", "--recovery-crashes", "2"], "--recovery-crashes does not apply to --mkfs"),
+                                     (["crashtest", "--seq", "1", "--recovery-crashes=-1"], "--recovery-crashes is 0 or more"),
                                      (["crashtest", "--only", "seq9-9"], "no generated workload is named seq9-9")] {
             let result = try ShaleCommand.run(arguments)
             #expect(result.status != 0)
