@@ -6,9 +6,10 @@ CONFIG       ?= debug
 BUILD_FLAGS  ?= -c $(CONFIG)
 BIN           = $(shell $(SWIFT) build $(BUILD_FLAGS) --show-bin-path 2>/dev/null)
 # The build's libraries, then the programs the mount tests run on the mount (tar with xz, git,
-# sqlite3, rsync; a missing one fails its test, it is never skipped).
+# sqlite3, rsync; a missing one fails its test, it is never skipped), and the C compiler the
+# libshale test builds tools/c/shale-example.c with.
 DEB_PACKAGES := libfuse3-dev fuse3 libpmem-dev liburing-dev libzstd-dev pkg-config \
-                tar xz-utils git sqlite3 rsync
+                tar xz-utils git sqlite3 rsync gcc
 BENCH_PACKAGES := fio sqlite3 gcc
 DEMO_DIR     ?= /tmp/shale-demo
 
@@ -80,10 +81,15 @@ install: deps
 	install -D -m 755 "$$($(SWIFT) build -c release --show-bin-path)/shale" "$(DESTDIR)$(PREFIX)/bin/shale"
 	mkdir -p "$(DESTDIR)/sbin"
 	ln -sf "$(PREFIX)/bin/shale" "$(DESTDIR)/sbin/mount.fuse.shale"
-	@echo "installed $(PREFIX)/bin/shale and /sbin/mount.fuse.shale"
+	@# libshale for C programs: cc prog.c -lshale (the library finds the Swift runtime by its RUNPATH).
+	install -D -m 755 "$$($(SWIFT) build -c release --show-bin-path)/libLibShale.so" "$(DESTDIR)$(PREFIX)/lib/libshale.so"
+	install -D -m 644 include/shale.h "$(DESTDIR)$(PREFIX)/include/shale.h"
+	-[ -n "$(DESTDIR)" ] || ldconfig
+	@echo "installed $(PREFIX)/bin/shale, /sbin/mount.fuse.shale, $(PREFIX)/lib/libshale.so and $(PREFIX)/include/shale.h"
 
 uninstall:
-	rm -f "$(DESTDIR)$(PREFIX)/bin/shale" "$(DESTDIR)/sbin/mount.fuse.shale"
+	rm -f "$(DESTDIR)$(PREFIX)/bin/shale" "$(DESTDIR)/sbin/mount.fuse.shale" \
+	      "$(DESTDIR)$(PREFIX)/lib/libshale.so" "$(DESTDIR)$(PREFIX)/include/shale.h"
 
 clean:
 	rm -rf .build tools/bench/.build

@@ -18,6 +18,8 @@ let package = Package(
         .library(name: "KernFS", targets: ["KernFS"]),
         .library(name: "ShaleFUSE", targets: ["ShaleFUSE"]),
         .library(name: "CrashTest", targets: ["CrashTest"]),
+        // libshale for C programs (include/shale.h); `make install` installs it as libshale.so.
+        .library(name: "LibShale", type: .dynamic, targets: ["LibShale"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -54,6 +56,9 @@ let package = Package(
         // Layer 6: the crash-consistency harness (issue 5), the production code on recording media.
         .target(name: "CrashTest", dependencies: ["KernFS", "LibFS", "ShaleFormat", "ShaleMedia",
                                                   .product(name: "SystemPackage", package: "swift-system")]),
+        // Layer 6: the C library (include/shale.h), LibFS for programs that link it.
+        .target(name: "LibShale", dependencies: ["KernFS", "LibFS",
+                                                 .product(name: "SystemPackage", package: "swift-system")]),
         // Tools: the one CLI.
         .executableTarget(name: "shale",
                           dependencies: ["KernFS", "ShaleFUSE", "CrashTest", "LibFS", "ShaleFormat", "ShaleMedia",
@@ -66,7 +71,8 @@ let package = Package(
         .testTarget(name: "FileSystemTests", dependencies: ["KernFS", "LibFS", "ShaleFormat", "ShaleMedia",
                                                             .product(name: "SystemPackage", package: "swift-system")]),
         .testTarget(name: "CrashTestTests", dependencies: ["CrashTest", "KernFS", "LibFS", "ShaleFormat", "ShaleMedia"]),
-        .testTarget(name: "CLITests", dependencies: ["shale", "CLinux", "KernFS", "LibFS", "ShaleFormat", "ShaleMedia"]),
+        .testTarget(name: "CLITests", dependencies: ["shale", "CLinux", "KernFS", "LibFS", "ShaleFormat", "ShaleMedia",
+                                                    .product(name: "SystemPackage", package: "swift-system")]),
     ],
     swiftLanguageModes: [.v6]
 )

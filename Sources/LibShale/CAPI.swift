@@ -1,0 +1,303 @@
+// libshale: the C face of LibFS (include/shale.h), for programs that link Shale instead of
+// going through the mount. Sits on top: it offers POSIX-shaped C functions (-1 and errno)
+// and needs KernFS's embedded mode to open a volume in-process, and LibFS's FileSystem for
+// every call. Each function converts its arguments, makes one FileSystem call and converts
+// the result; nothing here changes what a call does or when it is durable (every mutating
+// call is durable when FileSystem returns: its commit point is the log append inside it).
+//
+// The one volume of the process is kept behind a mutex that guards only the reference: a
+// call takes the FileSystem out and runs without holding it, so a call waiting for log
+// space never blocks another thread's call (FileSystem has its own lock). A call racing
+// shale_detach gets EBADF from the closed FileSystem.
+
+import Glibc
+import KernFS
+import LibFS
+import Synchronization
+import SystemPackage
+
+/// The attached volume, and why the last attach failed.
+private struct Attachment: ~Copyable {
+    var fs: EmbeddedFileSystem?
+    /// A C string of its own (strdup), freed when the next attach replaces it, so that the
+    /// pointer shale_attach_error returned stays valid until then.
+    var error: UnsafeMutablePointer<CChar> = strdup("")!
+
+    mutating func setError(_ text: String) {
+        free(error)
+        error = strdup(text)!
+    }
+}
+
+private let attachment = Mutex(Attachment())
+
+/// Sets errno and returns -1 (as `T`).
+@inline(__always)
+private func fail<T: BinaryInteger>(_ errno: Errno) -> T {
+    Glibc.errno = errno.rawValue
+    return -1
+}
+
+/// Runs `body` on the attached file system: its result, or -1 with errno on failure (ENXIO
+/// before shale_attach).
+private func call<T: BinaryInteger>(_ body: (EmbeddedFileSystem) throws(Errno) -> T) -> T {
+    guard let fs = attachment.withLock({ $0.fs }) else { return fail(.noSuchAddressOrDevice) }
+    do throws(Errno) { return try body(fs) } catch { return fail(error) }
+}
+
+/// A C path argument as a Path (NULL: EFAULT, as the kernel answers).
+private func path(_ pointer: UnsafePointer<CChar>?) throws(Errno) -> Path {
+    guard let pointer else { throw .badAddress }
+    return Path(bytes: Array(UnsafeRawBufferPointer(start: pointer, count: strlen(pointer))))
+}
+
+/// Why an attach failed, as errno.
+private func errno(for error: VolumeError) -> Errno {
+    switch error {
+    case .inUse: .resourceBusy
+    case let .media(media): media.errno
+    case .notShale, .bothSuperblocksDamaged, .format, .journal, .deviceMismatch, .invalidOption, .wouldOverwrite: .invalidArgument
+    case .unsupportedVersion: .protocolError
+    case .missingDevice: .noSuchFileOrDirectory
+    }
+}
+
+@_cdecl("shale_attach")
+public func shale_attach(_ volume: UnsafePointer<CChar>?) -> Int32 {
+    guard let volume else { return fail(.badAddress) }
+    let location = String(cString: volume)
+    return attachment.withLock { state -> Int32 in
+        guard state.fs == nil else {
+            state.setError("a volume is attached already: shale_detach it first")
+            return fail(.alreadyInProcess)
+        }
+        do throws(VolumeError) {
+            state.fs = try EmbeddedFileSystem.open(volume: location)
+            state.setError("")
+            return 0
+        } catch {
+            state.setError("\(location): \(error)")
+            return fail(errno(for: error))
+        }
+    }
+}
+
+@_cdecl("shale_detach")
+public func shale_detach() -> Int32 {
+    guard let fs = attachment.withLock({ state -> EmbeddedFileSystem? in
+        defer { state.fs = nil }
+        return state.fs
+    }) else { return fail(.noSuchAddressOrDevice) }
+    do throws(Errno) { try fs.close() } catch { return fail(error) }
+    return 0
+}
+
+@_cdecl("shale_attach_error")
+public func shale_attach_error() -> UnsafePointer<CChar> {
+    attachment.withLock { state in UnsafePointer(state.error) }
+}
+
+// MARK: - Descriptors
+
+@_cdecl("shale_open")
+public func shale_open(_ name: UnsafePointer<CChar>?, _ flags: Int32, _ mode: mode_t) -> Int32 {
+    call { fs throws(Errno) in
+        let known: Int32 = O_ACCMODE | O_CREAT | O_EXCL | O_TRUNC | O_APPEND | O_DIRECTORY | O_NOFOLLOW
+        guard flags & ~known == 0, flags & O_ACCMODE != O_ACCMODE else { throw .invalidArgument }
+        let handle = try fs.open(try path(name), OpenFlags(rawValue: flags), mode: UInt32(mode) & 0o7777)
+        return handle.number
+    }
+}
+
+@_cdecl("shale_close")
+public func shale_close(_ fd: Int32) -> Int32 {
+    call { fs throws(Errno) in try fs.close(FileHandle(number: fd)); return 0 }
+}
+
+@_cdecl("shale_read")
+public func shale_read(_ fd: Int32, _ buffer: UnsafeMutableRawPointer?, _ count: Int) -> Int {
+    call { fs throws(Errno) in
+        guard count >= 0 else { throw .invalidArgument }
+        guard count > 0 else { return 0 }
+        guard let buffer else { throw .badAddress }
+        return try fs.read(FileHandle(number: fd), into: UnsafeMutableRawBufferPointer(start: buffer, count: count))
+    }
+}
+
+/// Writes all of `count` bytes as one or more calls of `piece` (FileSystem writes at most
+/// one log record's worth a call; a C program, like one on Linux's regular files, expects
+/// the whole write): what was written, or the error when nothing was. Each piece is durable
+/// when it returns, so a crash in a long write keeps a prefix of it, as with the mount,
+/// where the kernel cuts a long write into requests.
+private func writeAll(_ count: Int, _ buffer: UnsafeRawPointer?,
+                      _ piece: (UnsafeRawBufferPointer, _ done: Int) throws(Errno) -> Int) throws(Errno) -> Int {
+    guard count >= 0 else { throw .invalidArgument }
+    guard count > 0 else { return 0 }
+    guard let buffer else { throw .badAddress }
+    var done = 0
+    while done < count {
+        do throws(Errno) {
+            let wrote = try piece(UnsafeRawBufferPointer(start: buffer + done, count: count - done), done)
+            guard wrote > 0 else { break }
+            done += wrote
+        } catch {
+            if done == 0 { throw error }
+            break
+        }
+    }
+    return done
+}
+
+@_cdecl("shale_write")
+public func shale_write(_ fd: Int32, _ buffer: UnsafeRawPointer?, _ count: Int) -> Int {
+    call { fs throws(Errno) in
+        try writeAll(count, buffer) { bytes, _ throws(Errno) in try fs.write(FileHandle(number: fd), bytes) }
+    }
+}
+
+@_cdecl("shale_pread")
+public func shale_pread(_ fd: Int32, _ buffer: UnsafeMutableRawPointer?, _ count: Int, _ offset: off_t) -> Int {
+    call { fs throws(Errno) in
+        guard count >= 0, offset >= 0 else { throw .invalidArgument }
+        guard count > 0 else { return 0 }
+        guard let buffer else { throw .badAddress }
+        return try fs.pread(FileHandle(number: fd), into: UnsafeMutableRawBufferPointer(start: buffer, count: count), at: UInt64(offset))
+    }
+}
+
+@_cdecl("shale_pwrite")
+public func shale_pwrite(_ fd: Int32, _ buffer: UnsafeRawPointer?, _ count: Int, _ offset: off_t) -> Int {
+    call { fs throws(Errno) in
+        guard offset >= 0 else { throw .invalidArgument }
+        return try writeAll(count, buffer) { bytes, done throws(Errno) in
+            try fs.pwrite(FileHandle(number: fd), bytes, at: UInt64(offset) + UInt64(done))
+        }
+    }
+}
+
+/// SEEK_DATA and SEEK_HOLE (Linux's values; Glibc's module leaves them out).
+private let seekData: Int32 = 3, seekHole: Int32 = 4
+
+@_cdecl("shale_lseek")
+public func shale_lseek(_ fd: Int32, _ offset: off_t, _ whence: Int32) -> off_t {
+    call { fs throws(Errno) in
+        let origin: SeekOrigin = switch whence {
+        case SEEK_SET: .start
+        case SEEK_CUR: .current
+        case SEEK_END: .end
+        case seekData: .data
+        case seekHole: .hole
+        default: throw .invalidArgument
+        }
+        return off_t(try fs.lseek(FileHandle(number: fd), offset: Int64(offset), from: origin))
+    }
+}
+
+@_cdecl("shale_fsync")
+public func shale_fsync(_ fd: Int32) -> Int32 {
+    call { fs throws(Errno) in try fs.fsync(FileHandle(number: fd)); return 0 }
+}
+
+@_cdecl("shale_ftruncate")
+public func shale_ftruncate(_ fd: Int32, _ length: off_t) -> Int32 {
+    call { fs throws(Errno) in
+        guard length >= 0 else { throw .invalidArgument }
+        try fs.ftruncate(FileHandle(number: fd), size: UInt64(length))
+        return 0
+    }
+}
+
+// MARK: - Status
+
+/// A FileStatus as struct stat.
+private func fill(_ status: UnsafeMutablePointer<stat>?, _ file: FileStatus) throws(Errno) {
+    guard let status else { throw .badAddress }
+    var result = stat()
+    result.st_dev = 0
+    result.st_ino = UInt(file.inode)
+    result.st_mode = file.mode
+    result.st_nlink = UInt(file.linkCount)
+    result.st_uid = file.uid
+    result.st_gid = file.gid
+    result.st_rdev = UInt(file.rdev)
+    result.st_size = off_t(file.size)
+    result.st_blksize = Int(file.blockBytes)
+    result.st_blocks = blkcnt_t(file.blocks)
+    result.st_atim = timespec(tv_sec: Int(file.atime.seconds), tv_nsec: Int(file.atime.nanoseconds))
+    result.st_mtim = timespec(tv_sec: Int(file.mtime.seconds), tv_nsec: Int(file.mtime.nanoseconds))
+    result.st_ctim = timespec(tv_sec: Int(file.ctime.seconds), tv_nsec: Int(file.ctime.nanoseconds))
+    status.pointee = result
+}
+
+@_cdecl("shale_fstat")
+public func shale_fstat(_ fd: Int32, _ status: UnsafeMutablePointer<stat>?) -> Int32 {
+    call { fs throws(Errno) in try fill(status, try fs.fstat(FileHandle(number: fd))); return 0 }
+}
+
+@_cdecl("shale_stat")
+public func shale_stat(_ name: UnsafePointer<CChar>?, _ status: UnsafeMutablePointer<stat>?) -> Int32 {
+    call { fs throws(Errno) in try fill(status, try fs.stat(try path(name))); return 0 }
+}
+
+@_cdecl("shale_lstat")
+public func shale_lstat(_ name: UnsafePointer<CChar>?, _ status: UnsafeMutablePointer<stat>?) -> Int32 {
+    call { fs throws(Errno) in try fill(status, try fs.lstat(try path(name))); return 0 }
+}
+
+// MARK: - Names
+
+@_cdecl("shale_truncate")
+public func shale_truncate(_ name: UnsafePointer<CChar>?, _ length: off_t) -> Int32 {
+    call { fs throws(Errno) in
+        guard length >= 0 else { throw .invalidArgument }
+        try fs.truncate(try path(name), size: UInt64(length))
+        return 0
+    }
+}
+
+@_cdecl("shale_mkdir")
+public func shale_mkdir(_ name: UnsafePointer<CChar>?, _ mode: mode_t) -> Int32 {
+    call { fs throws(Errno) in try fs.mkdir(try path(name), mode: UInt32(mode) & 0o7777); return 0 }
+}
+
+@_cdecl("shale_rmdir")
+public func shale_rmdir(_ name: UnsafePointer<CChar>?) -> Int32 {
+    call { fs throws(Errno) in try fs.rmdir(try path(name)); return 0 }
+}
+
+@_cdecl("shale_unlink")
+public func shale_unlink(_ name: UnsafePointer<CChar>?) -> Int32 {
+    call { fs throws(Errno) in try fs.unlink(try path(name)); return 0 }
+}
+
+@_cdecl("shale_rename")
+public func shale_rename(_ from: UnsafePointer<CChar>?, _ to: UnsafePointer<CChar>?) -> Int32 {
+    call { fs throws(Errno) in try fs.rename(try path(from), try path(to)); return 0 }
+}
+
+@_cdecl("shale_link")
+public func shale_link(_ existing: UnsafePointer<CChar>?, _ new: UnsafePointer<CChar>?) -> Int32 {
+    call { fs throws(Errno) in try fs.link(try path(existing), try path(new)); return 0 }
+}
+
+@_cdecl("shale_symlink")
+public func shale_symlink(_ target: UnsafePointer<CChar>?, _ name: UnsafePointer<CChar>?) -> Int32 {
+    call { fs throws(Errno) in try fs.symlink(try path(target), at: try path(name)); return 0 }
+}
+
+@_cdecl("shale_readlink")
+public func shale_readlink(_ name: UnsafePointer<CChar>?, _ buffer: UnsafeMutablePointer<CChar>?, _ size: Int) -> Int {
+    call { fs throws(Errno) in
+        guard size > 0 else { throw .invalidArgument }
+        guard let buffer else { throw .badAddress }
+        let target = try fs.readlink(try path(name))
+        let count = min(target.count, size)
+        target.withUnsafeBytes { UnsafeMutableRawPointer(buffer).copyMemory(from: $0.baseAddress!, byteCount: count) }
+        return count
+    }
+}
+
+@_cdecl("shale_chmod")
+public func shale_chmod(_ name: UnsafePointer<CChar>?, _ mode: mode_t) -> Int32 {
+    call { fs throws(Errno) in try fs.chmod(try path(name), mode: UInt32(mode) & 0o7777); return 0 }
+}

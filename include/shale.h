@@ -1,0 +1,72 @@
+/* libshale: Shale's file API for C programs, linked into the process (LibFS).
+ *
+ * Every call mirrors its POSIX namesake: same arguments, same results, -1 with errno set on
+ * failure. Paths are absolute within the Shale volume ("/dir/file"), not the host's.
+ * Every call that changes the file system is durable when it returns (the operation is in
+ * the process's own log on NVM); shale_fsync is accepted and costs nothing.
+ *
+ * Today the library runs the volume in-process (embedded mode: an exclusive lock on the
+ * volume, recovery at shale_attach); a volume that `shale mount` serves is in use (EBUSY).
+ * Attaching beside a running mount comes with Shale's issue 6.
+ *
+ * Build: swift build (libLibShale.so in the build's bin path; `make install` installs it as
+ * libshale.so with this header). Thread-safe: calls may come from any thread.
+ */
+#ifndef SHALE_H
+#define SHALE_H
+
+#include <stddef.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Opens the volume at `volume` (its directory or manifest, as `shale mkfs` made it) for this
+ * process: recovers it and attaches a log. One volume per process; a second attach without a
+ * detach fails with EALREADY. Errors: EBUSY (in use by another process or a mount), ENOENT,
+ * EINVAL (not a Shale volume, or damaged), EPROTO (a format version this build cannot read),
+ * EIO; shale_attach_error() says what happened in words. */
+int shale_attach(const char *volume);
+/* Digests the log, closes every open descriptor and the volume. */
+int shale_detach(void);
+/* Why the last shale_attach failed (a static string until the next attach); "" if it did not. */
+const char *shale_attach_error(void);
+
+/* The calls below fail with ENXIO before shale_attach. flags: O_RDONLY, O_WRONLY, O_RDWR,
+ * O_CREAT, O_EXCL, O_TRUNC, O_APPEND, O_DIRECTORY, O_NOFOLLOW (others: EINVAL). Unlike
+ * open(2), `mode` is not variadic: pass it always (ignored without O_CREAT). */
+int shale_open(const char *path, int flags, mode_t mode);
+int shale_close(int fd);
+ssize_t shale_read(int fd, void *buffer, size_t count);
+/* shale_write and shale_pwrite write all `count` bytes unless an error stops them (then
+ * what was written, or -1 if nothing was). A write longer than one log record (1 MiB on
+ * default volumes) is logged as several, each durable when it is logged: a crash during it
+ * keeps a prefix, as a crash does during a long write through the mount. */
+ssize_t shale_write(int fd, const void *buffer, size_t count);
+ssize_t shale_pread(int fd, void *buffer, size_t count, off_t offset);
+ssize_t shale_pwrite(int fd, const void *buffer, size_t count, off_t offset);
+/* whence: SEEK_SET, SEEK_CUR, SEEK_END, SEEK_DATA, SEEK_HOLE. */
+off_t shale_lseek(int fd, off_t offset, int whence);
+int shale_fsync(int fd);
+int shale_ftruncate(int fd, off_t length);
+int shale_truncate(const char *path, off_t length);
+int shale_fstat(int fd, struct stat *status);
+int shale_stat(const char *path, struct stat *status);
+int shale_lstat(const char *path, struct stat *status);
+int shale_mkdir(const char *path, mode_t mode);
+int shale_rmdir(const char *path);
+int shale_unlink(const char *path);
+int shale_rename(const char *from, const char *to);
+int shale_link(const char *existing, const char *path);
+int shale_symlink(const char *target, const char *path);
+/* Like readlink(2): no terminating NUL; the length, at most `size`. */
+ssize_t shale_readlink(const char *path, char *buffer, size_t size);
+int shale_chmod(const char *path, mode_t mode);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
