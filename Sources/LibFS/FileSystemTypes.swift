@@ -171,3 +171,25 @@ extension Errno {
     /// ENODATA (no such attribute); swift-system names it only on some platforms.
     public static var noAttribute: Errno { Errno(rawValue: 61) }
 }
+
+extension FileStatus {
+    /// As the C `struct stat` (the mount's replies, libshale): no device number (st_dev is
+    /// the caller's to fill), sizes clamped to the C types.
+    public var cStat: Glibc.stat {
+        func time(_ stamp: Timestamp) -> timespec { timespec(tv_sec: Int(stamp.seconds), tv_nsec: Int(stamp.nanoseconds)) }
+        var result = Glibc.stat()
+        result.st_ino = UInt(inode)
+        result.st_mode = mode
+        result.st_nlink = UInt(linkCount)
+        result.st_uid = uid
+        result.st_gid = gid
+        result.st_rdev = UInt(rdev)
+        result.st_size = off_t(clamping: size)
+        result.st_blocks = blkcnt_t(clamping: blocks)
+        result.st_blksize = blksize_t(blockBytes)
+        result.st_atim = time(atime)
+        result.st_mtim = time(mtime)
+        result.st_ctim = time(ctime)
+        return result
+    }
+}

@@ -209,24 +209,10 @@ public func shale_ftruncate(_ fd: Int32, _ length: off_t) -> Int32 {
 
 // MARK: - Status
 
-/// A FileStatus as struct stat.
+/// A FileStatus into the caller's struct stat.
 private func fill(_ status: UnsafeMutablePointer<stat>?, _ file: FileStatus) throws(Errno) {
     guard let status else { throw .badAddress }
-    var result = stat()
-    result.st_dev = 0
-    result.st_ino = UInt(file.inode)
-    result.st_mode = file.mode
-    result.st_nlink = UInt(file.linkCount)
-    result.st_uid = file.uid
-    result.st_gid = file.gid
-    result.st_rdev = UInt(file.rdev)
-    result.st_size = off_t(file.size)
-    result.st_blksize = Int(file.blockBytes)
-    result.st_blocks = blkcnt_t(file.blocks)
-    result.st_atim = timespec(tv_sec: Int(file.atime.seconds), tv_nsec: Int(file.atime.nanoseconds))
-    result.st_mtim = timespec(tv_sec: Int(file.mtime.seconds), tv_nsec: Int(file.mtime.nanoseconds))
-    result.st_ctim = timespec(tv_sec: Int(file.ctime.seconds), tv_nsec: Int(file.ctime.nanoseconds))
-    status.pointee = result
+    status.pointee = file.cStat
 }
 
 @_cdecl("shale_fstat")

@@ -223,26 +223,7 @@ public final class FUSEServer: @unchecked Sendable {
         UInt64(bitPattern: status.btime.seconds) &* 1_000_000_000 &+ UInt64(status.btime.nanoseconds)
     }
 
-    static func timespec(_ time: Timestamp) -> Glibc.timespec {
-        Glibc.timespec(tv_sec: Int(time.seconds), tv_nsec: Int(time.nanoseconds))
-    }
-
-    static func stat(_ status: FileStatus) -> Glibc.stat {
-        var result = Glibc.stat()
-        result.st_ino = UInt(status.inode)
-        result.st_mode = status.mode
-        result.st_nlink = UInt(status.linkCount)
-        result.st_uid = status.uid
-        result.st_gid = status.gid
-        result.st_rdev = UInt(status.rdev)
-        result.st_size = off_t(clamping: status.size)
-        result.st_blocks = blkcnt_t(clamping: status.blocks)
-        result.st_blksize = blksize_t(status.blockBytes)
-        result.st_atim = timespec(status.atime)
-        result.st_mtim = timespec(status.mtime)
-        result.st_ctim = timespec(status.ctime)
-        return result
-    }
+    static func stat(_ status: FileStatus) -> Glibc.stat { status.cStat }
 
     func entryParameters(_ status: FileStatus) -> fuse_entry_param {
         var entry = fuse_entry_param()

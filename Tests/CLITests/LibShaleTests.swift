@@ -36,18 +36,7 @@ struct LibShaleTests {
     }()
 
     static func runProgram(_ executable: String, _ arguments: [String]) throws -> ShaleCommand.Result {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
-        let out = Pipe(), err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        let outData = out.fileHandleForReading.readDataToEndOfFile()
-        let errData = err.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return ShaleCommand.Result(status: process.terminationStatus, stdout: String(decoding: outData, as: UTF8.self),
-                                   stderr: String(decoding: errData, as: UTF8.self))
+        try ShaleCommand.runProgram(executable, arguments)
     }
 
     @Test func aCProgramWorksThroughTheLibrary() throws {

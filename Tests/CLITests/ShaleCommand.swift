@@ -19,11 +19,15 @@ struct ShaleCommand {
     }()
 
     static func run(_ arguments: [String], environment: [String: String] = [:]) throws -> Result {
+        try runProgram(binary, arguments, environment: ["COLUMNS": "100"].merging(environment) { $1 })
+    }
+
+    /// Any program, with its output and status.
+    static func runProgram(_ executable: String, _ arguments: [String], environment: [String: String] = [:]) throws -> Result {
         let process = Process()
-        process.executableURL = URL(fileURLWithPath: binary)
+        process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
         var env = ProcessInfo.processInfo.environment
-        env["COLUMNS"] = "100"
         for (key, value) in environment { env[key] = value }
         process.environment = env
         let out = Pipe(), err = Pipe()
