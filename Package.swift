@@ -57,7 +57,7 @@ let package = Package(
         .target(name: "CrashTest", dependencies: ["KernFS", "LibFS", "ShaleFormat", "ShaleMedia",
                                                   .product(name: "SystemPackage", package: "swift-system")]),
         // Layer 6: the C library (include/shale.h), LibFS for programs that link it.
-        .target(name: "LibShale", dependencies: ["KernFS", "LibFS",
+        .target(name: "LibShale", dependencies: ["KernFS", "LibFS", "ShaleFormat",
                                                  .product(name: "SystemPackage", package: "swift-system")]),
         // Tools: the one CLI.
         .executableTarget(name: "shale",

@@ -15,6 +15,7 @@
 #ifndef SHALE_H
 #define SHALE_H
 
+#include <dirent.h>
 #include <stddef.h>
 #include <sys/stat.h>
 #include <sys/types.h>
@@ -64,6 +65,24 @@ int shale_symlink(const char *target, const char *path);
 /* Like readlink(2): no terminating NUL; the length, at most `size`. */
 ssize_t shale_readlink(const char *path, char *buffer, size_t size);
 int shale_chmod(const char *path, mode_t mode);
+int shale_chown(const char *path, uid_t uid, gid_t gid);
+/* mode: 0, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, FALLOC_FL_ZERO_RANGE. */
+int shale_fallocate(int fd, int mode, off_t offset, off_t length);
+
+/* Extended attributes, as getxattr(2) and friends (they follow symlinks): a size of 0 asks
+ * for the length, a buffer too small is ERANGE; flags XATTR_CREATE, XATTR_REPLACE. */
+ssize_t shale_getxattr(const char *path, const char *name, void *value, size_t size);
+int shale_setxattr(const char *path, const char *name, const void *value, size_t size, int flags);
+ssize_t shale_listxattr(const char *path, char *list, size_t size);
+int shale_removexattr(const char *path, const char *name);
+
+/* Directory streams, as opendir(3)/readdir(3)/closedir(3): "." and ".." are not listed; the
+ * entries are those at shale_opendir; the dirent is overwritten by the next shale_readdir of
+ * the same stream; NULL with errno unchanged at the end. */
+typedef struct shale_dir SHALE_DIR;
+SHALE_DIR *shale_opendir(const char *path);
+struct dirent *shale_readdir(SHALE_DIR *directory);
+int shale_closedir(SHALE_DIR *directory);
 
 #ifdef __cplusplus
 }

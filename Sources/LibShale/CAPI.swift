@@ -13,6 +13,7 @@
 import Glibc
 import KernFS
 import LibFS
+import ShaleFormat
 import Synchronization
 import SystemPackage
 
@@ -286,4 +287,126 @@ public func shale_readlink(_ name: UnsafePointer<CChar>?, _ buffer: UnsafeMutabl
 @_cdecl("shale_chmod")
 public func shale_chmod(_ name: UnsafePointer<CChar>?, _ mode: mode_t) -> Int32 {
     call { fs throws(Errno) in try fs.chmod(try path(name), mode: UInt32(mode) & 0o7777); return 0 }
+}
+
+@_cdecl("shale_chown")
+public func shale_chown(_ name: UnsafePointer<CChar>?, _ uid: uid_t, _ gid: gid_t) -> Int32 {
+    call { fs throws(Errno) in try fs.chown(try path(name), uid: uid, gid: gid); return 0 }
+}
+
+@_cdecl("shale_fallocate")
+public func shale_fallocate(_ fd: Int32, _ mode: Int32, _ offset: off_t, _ length: off_t) -> Int32 {
+    call { fs throws(Errno) in
+        guard offset >= 0, length > 0 else { throw .invalidArgument }
+        try fs.fallocate(FileHandle(number: fd), mode: FallocateMode(rawValue: UInt32(bitPattern: mode)),
+                         offset: UInt64(offset), length: UInt64(length))
+        return 0
+    }
+}
+
+// MARK: - Extended attributes
+
+/// A C string argument (NULL: EFAULT).
+private func string(_ pointer: UnsafePointer<CChar>?) throws(Errno) -> String {
+    guard let pointer else { throw .badAddress }
+    return String(cString: pointer)
+}
+
+/// Copies `bytes` out as getxattr(2) and listxattr(2) do: size 0 asks for the length;
+/// a buffer too small is ERANGE.
+private func copyOut(_ bytes: [UInt8], _ buffer: UnsafeMutableRawPointer?, _ size: Int) throws(Errno) -> Int {
+    guard size > 0 else { return bytes.count }
+    guard bytes.count <= size else { throw .outOfRange }
+    guard let buffer else { throw .badAddress }
+    bytes.withUnsafeBytes { if let base = $0.baseAddress { buffer.copyMemory(from: base, byteCount: bytes.count) } }
+    return bytes.count
+}
+
+@_cdecl("shale_getxattr")
+public func shale_getxattr(_ name: UnsafePointer<CChar>?, _ attribute: UnsafePointer<CChar>?,
+                           _ value: UnsafeMutableRawPointer?, _ size: Int) -> Int {
+    call { fs throws(Errno) in
+        try copyOut(try fs.getxattr(try path(name), name: try string(attribute)), value, size)
+    }
+}
+
+@_cdecl("shale_setxattr")
+public func shale_setxattr(_ name: UnsafePointer<CChar>?, _ attribute: UnsafePointer<CChar>?,
+                           _ value: UnsafeRawPointer?, _ size: Int, _ flags: Int32) -> Int32 {
+    call { fs throws(Errno) in
+        guard size >= 0, flags & ~3 == 0 else { throw .invalidArgument }
+        guard size == 0 || value != nil else { throw .badAddress }
+        let bytes = size == 0 ? [] : Array(UnsafeRawBufferPointer(start: value, count: size))
+        try fs.setxattr(try path(name), name: try string(attribute), value: bytes, flags: XattrFlags(rawValue: UInt32(flags)))
+        return 0
+    }
+}
+
+@_cdecl("shale_listxattr")
+public func shale_listxattr(_ name: UnsafePointer<CChar>?, _ list: UnsafeMutablePointer<CChar>?, _ size: Int) -> Int {
+    call { fs throws(Errno) in
+        let names: [UInt8] = try fs.listxattr(try path(name)).flatMap { Array($0.utf8) + [0] }
+        return try copyOut(names, list.map { UnsafeMutableRawPointer($0) }, size)
+    }
+}
+
+@_cdecl("shale_removexattr")
+public func shale_removexattr(_ name: UnsafePointer<CChar>?, _ attribute: UnsafePointer<CChar>?) -> Int32 {
+    call { fs throws(Errno) in try fs.removexattr(try path(name), name: try string(attribute)); return 0 }
+}
+
+// MARK: - Directories
+
+/// An open directory stream: the entries as of shale_opendir (later changes are not seen,
+/// which POSIX allows for entries added or removed after opendir), and the dirent
+/// shale_readdir returns (overwritten by the next call, as readdir's is).
+private final class DirectoryStream {
+    let entries: [DirectoryEntryInfo]
+    var next = 0
+    let entry = UnsafeMutablePointer<dirent>.allocate(capacity: 1)
+
+    init(_ entries: [DirectoryEntryInfo]) { self.entries = entries }
+    deinit { entry.deallocate() }
+}
+
+@_cdecl("shale_opendir")
+public func shale_opendir(_ name: UnsafePointer<CChar>?) -> OpaquePointer? {
+    guard let fs = attachment.withLock({ $0.fs }) else { Glibc.errno = Errno.noSuchAddressOrDevice.rawValue; return nil }
+    do throws(Errno) {
+        let stream = DirectoryStream(try fs.listDirectory(try path(name)))
+        return OpaquePointer(Unmanaged.passRetained(stream).toOpaque())
+    } catch {
+        Glibc.errno = error.rawValue
+        return nil
+    }
+}
+
+@_cdecl("shale_readdir")
+public func shale_readdir(_ directory: OpaquePointer?) -> UnsafeMutablePointer<dirent>? {
+    guard let directory else { Glibc.errno = Errno.badFileDescriptor.rawValue; return nil }
+    let stream = Unmanaged<DirectoryStream>.fromOpaque(UnsafeRawPointer(directory)).takeUnretainedValue()
+    // The end: NULL with errno unchanged.
+    guard stream.next < stream.entries.count else { return nil }
+    let info = stream.entries[stream.next]
+    stream.next += 1
+    var result = dirent()
+    result.d_ino = UInt(info.inode)
+    result.d_off = Int(truncatingIfNeeded: info.cookie)
+    result.d_reclen = UInt16(MemoryLayout<dirent>.size)
+    result.d_type = info.type
+    withUnsafeMutableBytes(of: &result.d_name) { name in
+        // Names are at most 255 bytes (d_name holds 256 with its NUL).
+        let count = min(info.name.count, name.count - 1)
+        name.copyBytes(from: info.name[..<count])
+        name[count] = 0
+    }
+    stream.entry.pointee = result
+    return stream.entry
+}
+
+@_cdecl("shale_closedir")
+public func shale_closedir(_ directory: OpaquePointer?) -> Int32 {
+    guard let directory else { return fail(.badFileDescriptor) }
+    Unmanaged<DirectoryStream>.fromOpaque(UnsafeRawPointer(directory)).release()
+    return 0
 }

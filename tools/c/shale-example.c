@@ -7,8 +7,10 @@
  *
  * (BIN: `swift build --show-bin-path`; the Swift runtime's directory may be needed in the
  * rpath too, e.g. /opt/swift/usr/lib/swift/linux.) Afterwards the volume holds /c/hello.txt
- * (13 bytes: "hello" and 8 zeros, after a truncate down and up; mode 0600), /c/big (1 MiB + 1 of a known pattern, with a hole), /c/link -> hello.txt and
- * /c/hard (a second name of hello.txt); /c/gone is created and removed.
+ * (13 bytes: "hello" and 8 zeros, after a truncate down and up; mode 0600, owner 1000:1000,
+ * xattr user.colour = "blue"), /c/big (2 MiB + 1: a known 1 MiB pattern at 64 KiB with its
+ * first 4 KiB punched out, a hole before it), /c/link -> hello.txt and /c/hard (a second name
+ * of hello.txt); /c/gone is created and removed.
  */
 #define _GNU_SOURCE /* SEEK_DATA, SEEK_HOLE */
 #include <errno.h>
@@ -17,6 +19,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <dirent.h>
+#include <linux/falloc.h>
+#include <sys/xattr.h>
 
 #include "shale.h"
 
@@ -119,6 +124,44 @@ int main(int argc, char **argv) {
           && (status.st_mode & 07777) == 0600, "chmod");
     CHECK(shale_truncate("/c/hard", 5) == 0 && shale_stat("/c/hello.txt", &status) == 0 && status.st_size == 5, "truncate");
     CHECK(shale_truncate("/c/hard", 13) == 0, "truncate back");
+
+    /* Extended attributes. */
+    CHECK(shale_setxattr("/c/hello.txt", "user.colour", "blue", 4, XATTR_CREATE) == 0, "setxattr");
+    FAILS_WITH(shale_setxattr("/c/hello.txt", "user.colour", "red", 3, XATTR_CREATE), EEXIST);
+    FAILS_WITH(shale_setxattr("/c/hello.txt", "user.shape", "round", 5, XATTR_REPLACE), ENODATA);
+    CHECK(shale_getxattr("/c/hello.txt", "user.colour", NULL, 0) == 4, "getxattr size");
+    FAILS_WITH(shale_getxattr("/c/hello.txt", "user.colour", buffer, 2), ERANGE);
+    CHECK(shale_getxattr("/c/hello.txt", "user.colour", buffer, sizeof buffer) == 4 && memcmp(buffer, "blue", 4) == 0, "getxattr");
+    CHECK(shale_setxattr("/c/hello.txt", "user.shape", "round", 5, 0) == 0, "setxattr 2");
+    CHECK(shale_removexattr("/c/hello.txt", "user.shape") == 0, "removexattr");
+    FAILS_WITH(shale_getxattr("/c/hello.txt", "user.shape", buffer, sizeof buffer), ENODATA);
+    CHECK(shale_listxattr("/c/hello.txt", buffer, sizeof buffer) == 12 && memcmp(buffer, "user.colour", 12) == 0, "listxattr");
+
+    /* fallocate: a hole punched into /c/big reads as zeros, the size stays. */
+    fd = shale_open("/c/big", O_RDWR, 0);
+    CHECK(shale_fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 65536, 4096) == 0, "punch a hole");
+    FAILS_WITH(shale_fallocate(fd, FALLOC_FL_PUNCH_HOLE, 0, 4096), EOPNOTSUPP);
+    CHECK(shale_fstat(fd, &status) == 0 && status.st_size == (2 << 20) + 1, "size kept");
+    CHECK(shale_close(fd) == 0, "close after fallocate");
+
+    CHECK(shale_chown("/c/hard", 1000, 1000) == 0 && shale_stat("/c/hello.txt", &status) == 0
+          && status.st_uid == 1000 && status.st_gid == 1000, "chown");
+
+    /* Directory streams: big, hard, hello.txt, link (gone2 was removed). */
+    SHALE_DIR *directory = shale_opendir("/c");
+    CHECK(directory != NULL, "opendir");
+    int seen = 0, sawLink = 0;
+    struct dirent *entry;
+    errno = 0;
+    while ((entry = shale_readdir(directory)) != NULL) {
+        seen++;
+        if (strcmp(entry->d_name, "link") == 0) sawLink = entry->d_type == DT_LNK;
+        CHECK(strcmp(entry->d_name, ".") != 0 && strcmp(entry->d_name, "..") != 0, "no dot entries");
+    }
+    CHECK(errno == 0 && seen == 4 && sawLink, "readdir saw %d entries", seen);
+    CHECK(shale_closedir(directory) == 0, "closedir");
+    errno = 0;
+    CHECK(shale_opendir("/c/hello.txt") == NULL && errno == ENOTDIR, "opendir of a file");
 
     CHECK(shale_detach() == 0, "detach");
     FAILS_WITH(shale_detach(), ENXIO);
