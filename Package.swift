@@ -45,7 +45,7 @@ let package = Package(
         // Layer 2: the on-media format, shared by every writer and reader.
         .target(name: "ShaleFormat", dependencies: ["CCRC32C"]),
         // Layer 3: the per-process operation log and the POSIX-shaped API.
-        .target(name: "LibFS", dependencies: ["ShaleMedia", "ShaleFormat", "CLinux",
+        .target(name: "LibFS", dependencies: ["ShaleMedia", "ShaleFormat",
                                              .product(name: "SystemPackage", package: "swift-system")],
                 swiftSettings: hotPathSettings),
         // Layer 4 (kernel role): owns the shared area; today formatting and opening a volume.

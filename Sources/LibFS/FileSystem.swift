@@ -70,7 +70,7 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
     var pending = PendingState()
     /// Reads of the shared area, kept while the kernel's generation stays the same.
     private var sharedCache = SharedAreaCache()
-    /// Open handles by number (a handle number is a positive Int32).
+    /// Open handles by number (`fileKey`).
     private var files = NumberTable<OpenFile>()
     private var openCounts: [UInt64: Int] = [:]
     /// Open inodes the kernel was told about (`setOpen`): only those that lost a link while
@@ -1361,8 +1361,6 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
         // hash lookup, no copy of the inode and its mapping), the shared one fetched only
         // when the log holds none.
         let number = file.inode
-        // The data index's slot for this write is fetched while the rest is worked out.
-        if let data = pending.data.index(forKey: number) { Self.peek(&pending.data[position: data]) { $0.prefetchSlot(at: offset) } }
         var slot = pending.inodes.index(forKey: number)
         // (Read through an inout access: the getter would copy the entry, arrays and all.)
         let mode = if let slot { Self.peek(&pending.inodes[position: slot]) { $0.inode.mode } } else { try existingInode(number).mode }

@@ -12,7 +12,6 @@
 // - data: per file, a byte-accurate index of the ranges written (pointing at the bytes in
 //   the log, partial blocks included) or made zero (truncate, punch hole).
 
-import CLinux
 import ShaleFormat
 
 /// A byte range of a file whose current contents the log determines.
@@ -64,9 +63,6 @@ struct BlockLeaf {
     private(set) var slots = InlineArray<64, BlockSlot>(repeating: BlockSlot())
 
     init(number: UInt64) { self.number = number }
-
-    /// Where `slots` starts in a leaf.
-    static let slotsOffset = MemoryLayout<BlockLeaf>.offset(of: \BlockLeaf.slots)!
 
     /// A blind store: the slot's old value is not read (a random write's slot line is often
     /// not in the cache, and a load that misses stalls the write; a store does not).
@@ -150,20 +146,6 @@ struct DataIndex {
             }
         }
         insertSpan(piece)
-    }
-
-    /// Starts fetching the cache line `insert` would store a block piece at `offset` into (a
-    /// random write's slot is often out of the cache; the fetch overlaps the write's other
-    /// work instead of stalling its stores).
-    @inline(__always)
-    func prefetchSlot(at offset: UInt64) {
-        guard !leaves.isEmpty else { return }
-        let (leaf, slot) = (offset / Self.blockBytes).quotientAndRemainder(dividingBy: BlockLeaf.blocks)
-        guard let position = leafPositions[leaf] else { return }
-        leaves.withUnsafeBufferPointer { buffer in
-            let leafAddress = UnsafeRawPointer(buffer.baseAddress! + position)
-            shale_prefetch_for_write(leafAddress + BlockLeaf.slotsOffset + Int(slot) * MemoryLayout<BlockSlot>.stride)
-        }
     }
 
     /// The pieces overlapping `range`, clipped to it.
@@ -471,10 +453,11 @@ struct PendingState {
 }
 
 /// Entries stamped with the sequence of the record that made them, appended in sequence
-/// order and dropped from the front as digests pass them. The storage keeps its capacity
-/// (up to `keptCapacityMax` entries) however it drains: writers append to it on every call,
-/// and an array that reallocates faults fresh pages in under their appends (a profile of
-/// 4 KiB writes put ~5 % of the call in such faults with `removeFirst` compaction).
+/// order and dropped from the front as digests pass them. Dropping moves a head index (no
+/// shift of the rest per prune); the dead front is reclaimed by moving the live tail in place
+/// once it is over half the storage, and the capacity is kept (up to `keptCapacityMax`
+/// entries) however the queue drains: writers append on every call, and a reallocated array
+/// faults fresh pages in under their appends.
 struct SequenceQueue<Element> {
     private var storage: [(sequence: UInt64, element: Element)] = []
     /// The first entry not yet dropped.
