@@ -18,6 +18,7 @@
 #include <dirent.h>
 #include <stddef.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/types.h>
 
 #ifdef __cplusplus
@@ -66,6 +67,18 @@ int shale_symlink(const char *target, const char *path);
 ssize_t shale_readlink(const char *path, char *buffer, size_t size);
 int shale_chmod(const char *path, mode_t mode);
 int shale_chown(const char *path, uid_t uid, gid_t gid);
+int shale_lchown(const char *path, uid_t uid, gid_t gid);
+int shale_fchmod(int fd, mode_t mode);
+int shale_fchown(int fd, uid_t uid, gid_t gid);
+/* mode: F_OK, or R_OK | W_OK | X_OK, checked against the caller's real ids as access(2). */
+int shale_access(const char *path, int mode);
+/* As utimensat(AT_FDCWD, path, times, flags) and futimens(2): times NULL sets both to now,
+ * tv_nsec UTIME_NOW or UTIME_OMIT as there; flags 0 or AT_SYMLINK_NOFOLLOW. */
+int shale_utimens(const char *path, const struct timespec times[2], int flags);
+int shale_futimens(int fd, const struct timespec times[2]);
+/* As statvfs(3)/fstatvfs(3): the volume's real totals (NVM blocks and inodes). */
+int shale_statvfs(const char *path, struct statvfs *result);
+int shale_fstatvfs(int fd, struct statvfs *result);
 /* mode: 0, FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, FALLOC_FL_ZERO_RANGE. */
 int shale_fallocate(int fd, int mode, off_t offset, off_t length);
 

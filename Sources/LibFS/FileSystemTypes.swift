@@ -193,3 +193,21 @@ extension FileStatus {
         return result
     }
 }
+
+extension FileSystemStatistics {
+    /// As the C `struct statvfs` (the mount's statfs replies, libshale's shale_statvfs):
+    /// every free block and inode is available to unprivileged callers too (no reserve).
+    public var cStatvfs: Glibc.statvfs {
+        var result = Glibc.statvfs()
+        result.f_bsize = UInt(blockBytes)
+        result.f_frsize = UInt(blockBytes)
+        result.f_blocks = fsblkcnt_t(totalBlocks)
+        result.f_bfree = fsblkcnt_t(freeBlocks)
+        result.f_bavail = fsblkcnt_t(freeBlocks)
+        result.f_files = fsfilcnt_t(totalInodes)
+        result.f_ffree = fsfilcnt_t(freeInodes)
+        result.f_favail = fsfilcnt_t(freeInodes)
+        result.f_namemax = UInt(nameBytesMax)
+        return result
+    }
+}

@@ -294,6 +294,86 @@ public func shale_chown(_ name: UnsafePointer<CChar>?, _ uid: uid_t, _ gid: gid_
     call { fs throws(Errno) in try fs.chown(try path(name), uid: uid, gid: gid); return 0 }
 }
 
+@_cdecl("shale_lchown")
+public func shale_lchown(_ name: UnsafePointer<CChar>?, _ uid: uid_t, _ gid: gid_t) -> Int32 {
+    call { fs throws(Errno) in try fs.chown(try path(name), uid: uid, gid: gid, followSymlinks: false); return 0 }
+}
+
+@_cdecl("shale_fchmod")
+public func shale_fchmod(_ fd: Int32, _ mode: mode_t) -> Int32 {
+    call { fs throws(Errno) in try fs.fchmod(FileHandle(number: fd), mode: UInt32(mode) & 0o7777); return 0 }
+}
+
+@_cdecl("shale_fchown")
+public func shale_fchown(_ fd: Int32, _ uid: uid_t, _ gid: gid_t) -> Int32 {
+    call { fs throws(Errno) in try fs.fchown(FileHandle(number: fd), uid: uid, gid: gid); return 0 }
+}
+
+@_cdecl("shale_access")
+public func shale_access(_ name: UnsafePointer<CChar>?, _ mode: Int32) -> Int32 {
+    call { fs throws(Errno) in
+        // F_OK (0) or any of R_OK, W_OK, X_OK; other bits are EINVAL, as access(2) answers.
+        guard mode & ~7 == 0 else { throw .invalidArgument }
+        try fs.access(try path(name), UInt32(mode))
+        return 0
+    }
+}
+
+/// utimensat(2)'s `times`: NULL sets both to now; UTIME_NOW and UTIME_OMIT in tv_nsec; any
+/// other tv_nsec outside 0...999,999,999 is EINVAL.
+private func timeChanges(_ times: UnsafePointer<timespec>?) throws(Errno) -> (access: TimeChange, modification: TimeChange) {
+    guard let times else { return (.now, .now) }
+    func change(_ time: timespec) throws(Errno) -> TimeChange {
+        switch time.tv_nsec {
+        case (1 << 30) - 1: return .now       // UTIME_NOW
+        case (1 << 30) - 2: return .omit      // UTIME_OMIT
+        case 0 ... 999_999_999: return .set(Timestamp(seconds: Int64(time.tv_sec), nanoseconds: UInt32(time.tv_nsec)))
+        default: throw .invalidArgument
+        }
+    }
+    return (try change(times[0]), try change(times[1]))
+}
+
+@_cdecl("shale_utimens")
+public func shale_utimens(_ name: UnsafePointer<CChar>?, _ times: UnsafePointer<timespec>?, _ flags: Int32) -> Int32 {
+    call { fs throws(Errno) in
+        guard flags & ~AT_SYMLINK_NOFOLLOW == 0 else { throw .invalidArgument }
+        let (access, modification) = try timeChanges(times)
+        try fs.utimens(try path(name), access: access, modification: modification,
+                       followSymlinks: flags & AT_SYMLINK_NOFOLLOW == 0)
+        return 0
+    }
+}
+
+@_cdecl("shale_futimens")
+public func shale_futimens(_ fd: Int32, _ times: UnsafePointer<timespec>?) -> Int32 {
+    call { fs throws(Errno) in
+        let (access, modification) = try timeChanges(times)
+        try fs.futimens(FileHandle(number: fd), access: access, modification: modification)
+        return 0
+    }
+}
+
+@_cdecl("shale_statvfs")
+public func shale_statvfs(_ name: UnsafePointer<CChar>?, _ result: UnsafeMutablePointer<statvfs>?) -> Int32 {
+    call { fs throws(Errno) in
+        guard let result else { throw .badAddress }
+        _ = try fs.stat(try path(name))  // the path must exist, as statvfs(3) requires
+        result.pointee = try fs.statfs().cStatvfs
+        return 0
+    }
+}
+
+@_cdecl("shale_fstatvfs")
+public func shale_fstatvfs(_ fd: Int32, _ result: UnsafeMutablePointer<statvfs>?) -> Int32 {
+    call { fs throws(Errno) in
+        guard let result else { throw .badAddress }
+        _ = try fs.fstat(FileHandle(number: fd))  // EBADF for a descriptor that is not open
+        result.pointee = try fs.statfs().cStatvfs
+        return 0
+    }
+}
+
 @_cdecl("shale_fallocate")
 public func shale_fallocate(_ fd: Int32, _ mode: Int32, _ offset: off_t, _ length: off_t) -> Int32 {
     call { fs throws(Errno) in

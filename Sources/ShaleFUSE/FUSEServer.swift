@@ -146,16 +146,7 @@ public final class FUSEServer: @unchecked Sendable {
         case let .link(target):
             _ = (target + [0]).withUnsafeBytes { fuse_reply_readlink(req, $0.baseAddress!.assumingMemoryBound(to: CChar.self)) }
         case let .statistics(statistics):
-            var result = statvfs()
-            result.f_bsize = UInt(statistics.blockBytes)
-            result.f_frsize = UInt(statistics.blockBytes)
-            result.f_blocks = fsblkcnt_t(statistics.totalBlocks)
-            result.f_bfree = fsblkcnt_t(statistics.freeBlocks)
-            result.f_bavail = fsblkcnt_t(statistics.freeBlocks)
-            result.f_files = fsfilcnt_t(statistics.totalInodes)
-            result.f_ffree = fsfilcnt_t(statistics.freeInodes)
-            result.f_favail = fsfilcnt_t(statistics.freeInodes)
-            result.f_namemax = UInt(statistics.nameBytesMax)
+            var result = statistics.cStatvfs
             _ = fuse_reply_statfs(req, &result)
         case let .attributeSize(size):
             _ = fuse_reply_xattr(req, size)

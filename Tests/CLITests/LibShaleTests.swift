@@ -1,6 +1,7 @@
 import Foundation
 import KernFS
 import LibFS
+import ShaleFormat
 import SystemPackage
 import Testing
 
@@ -55,6 +56,11 @@ struct LibShaleTests {
         try fs.close(file)
         #expect(try fs.stat("/c/hard").inode == hello.inode)
         #expect(hello.uid == 1000 && hello.gid == 1000)
+        #expect(hello.mtime == Timestamp(seconds: 1_234_567_890, nanoseconds: 500_000_000))
+        let bigStatus = try fs.stat("/c/big")
+        #expect(bigStatus.permissions == 0o640 && bigStatus.uid == 2000 && bigStatus.gid == 2000)
+        #expect(bigStatus.mtime == Timestamp(seconds: 1_000_000_000))
+        #expect(try fs.lstat("/c/link").uid == 3000)
         #expect(try fs.listxattr("/c/hello.txt") == ["user.colour"])
         #expect(try fs.getxattr("/c/hello.txt", name: "user.colour") == Array("blue".utf8))
         #expect(try fs.listDirectory("/c").map(\.nameString).sorted() == ["big", "hard", "hello.txt", "link"])

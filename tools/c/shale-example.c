@@ -8,9 +8,10 @@
  * (BIN: `swift build --show-bin-path`; the Swift runtime's directory may be needed in the
  * rpath too, e.g. /opt/swift/usr/lib/swift/linux.) Afterwards the volume holds /c/hello.txt
  * (13 bytes: "hello" and 8 zeros, after a truncate down and up; mode 0600, owner 1000:1000,
- * xattr user.colour = "blue"), /c/big (2 MiB + 1: a known 1 MiB pattern at 64 KiB with its
- * first 4 KiB punched out, a hole before it), /c/link -> hello.txt and /c/hard (a second name
- * of hello.txt); /c/gone is created and removed.
+ * mtime 1234567890.5, xattr user.colour = "blue"), /c/big (2 MiB + 1: a known 1 MiB pattern
+ * at 64 KiB with its first 4 KiB punched out, a hole before it; mode 0640, owner 2000:2000,
+ * mtime 1000000000), /c/link -> hello.txt (owner 3000:3000) and /c/hard (a second name of
+ * hello.txt); /c/gone is created and removed.
  */
 #define _GNU_SOURCE /* SEEK_DATA, SEEK_HOLE */
 #include <errno.h>
@@ -146,6 +147,35 @@ int main(int argc, char **argv) {
 
     CHECK(shale_chown("/c/hard", 1000, 1000) == 0 && shale_stat("/c/hello.txt", &status) == 0
           && status.st_uid == 1000 && status.st_gid == 1000, "chown");
+
+    /* The calls through a descriptor, lchown, times, access, statvfs. */
+    fd = shale_open("/c/big", O_RDWR, 0);
+    CHECK(shale_fchmod(fd, 0640) == 0 && shale_fchown(fd, 2000, 2000) == 0 && shale_fstat(fd, &status) == 0
+          && (status.st_mode & 07777) == 0640 && status.st_uid == 2000 && status.st_gid == 2000, "fchmod, fchown");
+    struct timespec times[2] = { { .tv_sec = 0, .tv_nsec = UTIME_OMIT }, { .tv_sec = 1000000000, .tv_nsec = 0 } };
+    struct stat before;
+    CHECK(shale_fstat(fd, &before) == 0 && shale_futimens(fd, times) == 0 && shale_fstat(fd, &status) == 0
+          && status.st_mtim.tv_sec == 1000000000 && status.st_atim.tv_sec == before.st_atim.tv_sec, "futimens (atime omitted)");
+    times[1].tv_nsec = 1000000000;
+    FAILS_WITH(shale_futimens(fd, times), EINVAL);
+    CHECK(shale_close(fd) == 0, "close big after futimens");
+    FAILS_WITH(shale_fchmod(fd, 0600), EBADF);
+    struct timespec stamp[2] = { { .tv_sec = 1234567890, .tv_nsec = 500000000 }, { .tv_sec = 1234567890, .tv_nsec = 500000000 } };
+    CHECK(shale_utimens("/c/link", stamp, 0) == 0 && shale_stat("/c/hello.txt", &status) == 0
+          && status.st_mtim.tv_sec == 1234567890 && status.st_mtim.tv_nsec == 500000000, "utimens follows the link");
+    CHECK(shale_utimens("/c/link", NULL, AT_SYMLINK_NOFOLLOW) == 0 && shale_lstat("/c/link", &status) == 0
+          && status.st_mtim.tv_sec > 1234567890, "utimens of the link itself, now");
+    FAILS_WITH(shale_utimens("/c/link", NULL, 0x1000), EINVAL);
+    CHECK(shale_lchown("/c/link", 3000, 3000) == 0 && shale_lstat("/c/link", &status) == 0 && status.st_uid == 3000
+          && shale_stat("/c/link", &status) == 0 && status.st_uid == 1000, "lchown changes the link, not its target");
+    CHECK(shale_access("/c/hello.txt", R_OK | W_OK) == 0 && shale_access("/c", X_OK) == 0, "access");
+    FAILS_WITH(shale_access("/c/none", F_OK), ENOENT);
+    FAILS_WITH(shale_access("/c/hello.txt", 8), EINVAL);
+    struct statvfs volume;
+    CHECK(shale_statvfs("/c", &volume) == 0 && volume.f_bsize == 4096 && volume.f_blocks > volume.f_bfree
+          && volume.f_bfree > 0 && volume.f_files > volume.f_ffree && volume.f_namemax == 255, "statvfs");
+    FAILS_WITH(shale_statvfs("/c/none", &volume), ENOENT);
+    FAILS_WITH(shale_fstatvfs(99, &volume), EBADF);
 
     /* Directory streams: big, hard, hello.txt, link (gone2 was removed). */
     SHALE_DIR *directory = shale_opendir("/c");
