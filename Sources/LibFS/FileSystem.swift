@@ -1463,13 +1463,21 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
     private func truncateLocked(_ unchanged: Inode, to size: UInt64) throws(Errno) -> Inode {
         guard size <= Self.fileBytesMax else { throw .fileTooLarge }
         let current = try droppingSetID(unchanged)
+        // Shrinking into a block that holds data keeps the block (its tail reads as zeros).
+        let block = UInt64(Format.blockBytes)
+        let keptBlock = size / block * block ..< size / block * block + block
+        var keepsBlock = false
+        if size < current.size, size % block != 0 {
+            keepsBlock = try dataRanges(current).contains { $0.overlaps(keptBlock) }
+        }
         let time = Self.now()
         let sequence = try append(.truncate(TruncateArguments(inode: current.number, size: size, time: time)))
         var inode = current
         if size < inode.size {
             pending.touched(.data(inode.number), sequence)
             pending.data[inode.number, default: DataIndex()].insert(
-                DataPiece(start: size, end: UInt64.max, source: DataPiece.zeros, sequence: sequence))
+                DataPiece(start: size, end: UInt64.max, source: keepsBlock ? DataPiece.zerosKeepingBlock : DataPiece.zeros,
+                          sequence: sequence))
             inode.allocatedBlocks = min(inode.allocatedBlocks, (size + UInt64(Format.blockBytes) - 1) / UInt64(Format.blockBytes))
         }
         inode.size = size
@@ -1607,6 +1615,8 @@ public final class FileSystem<Kernel: FileSystemKernel>: @unchecked Sendable {
                 }
             }
             result = index.pieces.filter { !$0.isZeros }.map { $0.start / block * block ..< ($0.end + block - 1) / block * block }
+            result += index.pieces.filter { $0.source == DataPiece.zerosKeepingBlock && $0.start % block != 0 }
+                .map { $0.start / block * block ..< $0.start / block * block + block }
         }
         let all = (shared + result).sorted { $0.lowerBound < $1.lowerBound }
         var merged: [Range<UInt64>] = []

@@ -16,15 +16,20 @@ import ShaleFormat
 
 /// A byte range of a file whose current contents the log determines.
 struct DataPiece: Equatable {
-    /// NVM byte offset of the piece's first byte, or `zeros`.
+    /// NVM byte offset of the piece's first byte, or `zeros`, or `zerosKeepingBlock`.
     static let zeros = UInt64.max
+    /// Zeros from `start`, where the block holding `start` is data before it (a shrinking
+    /// truncate into a block that held data keeps that block, as the digest and Linux do:
+    /// SEEK_HOLE must not find a hole there although the data pieces in it are gone). A
+    /// remnant of such a piece starts where a newer piece ends, whose block is data anyway.
+    static let zerosKeepingBlock = UInt64.max - 1
 
     var start: UInt64
     var end: UInt64
     var source: UInt64
     var sequence: UInt64
 
-    var isZeros: Bool { source == Self.zeros }
+    var isZeros: Bool { source >= Self.zerosKeepingBlock }
 
     /// The part of this piece inside `range`.
     func clipped(to range: Range<UInt64>) -> DataPiece? {
